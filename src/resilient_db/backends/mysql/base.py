@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.db.backends.mysql import base
+
+from resilient_db.backends.base import ResilientMixin
+
+
+class DatabaseWrapper(ResilientMixin, base.DatabaseWrapper):
+    pass

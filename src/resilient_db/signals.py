@@ -1,0 +1,27 @@
+"""Signals sent by django-resilient-db.
+
+Every signal is sent with ``sender`` set to the class that sends it and these
+keyword arguments (never a password):
+
+``target_down``      alias, target (label), category, error
+``target_up``        alias, target, down_for (seconds or None)
+``reconnected``      alias, target, reason
+``query_retried``    alias, target, attempt, category, error
+``failover``         alias, from_target, to_target, category
+``pinned``           alias (primary), reason ("write", "db_write", "cookie", "scope")
+``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag"), lag
+``primary_fallback`` alias (primary), reason
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+target_down = Signal()
+target_up = Signal()
+reconnected = Signal()
+query_retried = Signal()
+failover = Signal()
+pinned = Signal()
+replica_skipped = Signal()
+primary_fallback = Signal()

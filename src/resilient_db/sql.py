@@ -1,0 +1,94 @@
+"""Tell a read-only statement from one that may change something.
+
+One classifier, used by the backends (only reads are retried after a lost
+connection) and by write detection for pinning (only statements that may
+write pin a client to the primary). It errs on the side of "may write": a
+statement we cannot prove read-only is treated as a write, which is never
+retried and always pins.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# Literals, quoted identifiers and comments are blanked before keywords are
+# searched, so a string containing "DELETE" does not make a SELECT a write.
+_NOISE = re.compile(
+    r"""
+      '(?:[^']|'')*'                       # 'string' with '' escapes
+    | E'(?:[^'\\]|\\.|'')*'                # E'string' with backslash escapes
+    | \$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$   # $$dollar$$ / $tag$quoted$tag$
+    | "(?:[^"]|"")*"                       # "quoted identifier"
+    | `(?:[^`]|``)*`                       # `mysql identifier`
+    | --[^\n]*                             # -- line comment
+    | \#[^\n]*                             # # mysql line comment
+    | /\*.*?\*/                            # /* block comment */
+    """,
+    re.VERBOSE | re.DOTALL | re.IGNORECASE,
+)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+
+_READ_LEADS = frozenset({"SELECT", "SHOW", "EXPLAIN", "VALUES", "WITH", "TABLE", "DESCRIBE", "DESC"})
+_WRITE_WORDS = frozenset(
+    {"INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE", "TRUNCATE", "CREATE", "DROP", "ALTER",
+     "GRANT", "REVOKE", "COPY", "CALL", "DO", "LOCK", "INTO", "ANALYZE", "ANALYSE", "NOTIFY",
+     "LISTEN", "SET", "HANDLER", "LOAD"}
+)
+# Functions that change state even inside a SELECT.
+_SIDE_EFFECT_FUNCS = frozenset(
+    {
+        "NEXTVAL", "SETVAL", "PG_ADVISORY_LOCK", "PG_ADVISORY_XACT_LOCK",
+        "PG_TRY_ADVISORY_LOCK", "PG_TRY_ADVISORY_XACT_LOCK", "PG_ADVISORY_UNLOCK",
+        "PG_ADVISORY_LOCK_SHARED", "PG_TRY_ADVISORY_LOCK_SHARED", "PG_ADVISORY_UNLOCK_ALL",
+        "PG_ADVISORY_UNLOCK_SHARED", "PG_TERMINATE_BACKEND", "PG_CANCEL_BACKEND",
+        "SET_CONFIG", "PG_NOTIFY", "LO_CREATE", "LO_IMPORT", "LO_EXPORT", "LO_UNLINK",
+        "LO_PUT", "LO_FROM_BYTEA", "TXID_CURRENT", "PG_CURRENT_XACT_ID", "DBLINK_EXEC",
+        "DBLINK", "PG_SWITCH_WAL", "PG_CREATE_RESTORE_POINT", "PG_RELOAD_CONF",
+        "PG_ROTATE_LOGFILE", "PG_WAL_REPLAY_PAUSE", "PG_WAL_REPLAY_RESUME",
+        "PG_PROMOTE", "PG_SLEEP", "PG_SLEEP_FOR", "PG_SLEEP_UNTIL",
+        "GET_LOCK", "RELEASE_LOCK", "RELEASE_ALL_LOCKS", "SLEEP", "LAST_INSERT_ID",
+        "MASTER_POS_WAIT", "SOURCE_POS_WAIT", "BENCHMARK",
+    }
+)
+
+
+def strip_noise(sql: str) -> str:
+    """Return ``sql`` with literals, quoted identifiers and comments blanked."""
+    return _NOISE.sub(" ", sql)
+
+
+@lru_cache(maxsize=2048)
+def is_read_only(sql: str) -> bool:
+    """Return True when ``sql`` can only read, so re-running it is harmless."""
+    text = strip_noise(sql)
+    words = [w.upper() for w in _WORD.findall(text)]
+    if not words or words[0] not in _READ_LEADS:
+        return False
+    # One statement only: "SELECT 1; DELETE ..." is not a read.
+    if ";" in text.strip().rstrip(";"):
+        return False
+    if words[0] == "EXPLAIN" and ("ANALYZE" in words or "ANALYSE" in words):
+        # EXPLAIN ANALYZE runs the statement; it is a read only if that is.
+        return is_read_only(_after_explain(text))
+    upper = set(words)
+    if upper & _WRITE_WORDS:
+        return False
+    # SELECT ... FOR UPDATE / FOR SHARE / FOR NO KEY UPDATE / LOCK IN SHARE MODE
+    for i, w in enumerate(words[:-1]):
+        if w == "FOR" and words[i + 1] in {"UPDATE", "SHARE", "NO", "KEY"}:
+            return False
+    if "LOCK" in upper:
+        return False
+    return not any(
+        w in _SIDE_EFFECT_FUNCS and _is_call(text, w) for w in upper & _SIDE_EFFECT_FUNCS
+    )
+
+
+def _after_explain(text: str) -> str:
+    match = re.search(r"\b(SELECT|WITH|VALUES|TABLE|INSERT|UPDATE|DELETE|MERGE)\b", text, re.I)
+    return text[match.start():] if match else ""
+
+
+def _is_call(text: str, name: str) -> bool:
+    return re.search(rf"\b{name}\s*\(", text, re.IGNORECASE) is not None
