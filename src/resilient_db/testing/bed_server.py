@@ -1,0 +1,119 @@
+"""The common shape of one server of the test bed."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from resilient_db.testing.bed_config import BedConfig, BedError
+from resilient_db.testing.bed_process import (
+    RunAs,
+    log_tail,
+    port_open,
+    read_pid,
+    stop_pid,
+    wait_until,
+)
+
+__all__ = ["Server"]
+
+
+class Server:
+    """One server of the bed: knows how to initialise, start, stop and check itself."""
+
+    name: str = ""
+    role: str = ""
+    stop_signal: int = signal.SIGTERM
+    start_timeout: float = 60.0
+
+    def __init__(self, cfg: BedConfig) -> None:
+        self.cfg = cfg
+        self.dir = cfg.server_dir(self.name)
+        self.port = cfg.port(self.name)
+
+    @property
+    def owner(self) -> RunAs:
+        """Return the account this server runs as."""
+        return RunAs()
+
+    @property
+    def pidfile(self) -> Path:
+        """Return the file holding the server's process id."""
+        return self.dir / "server.pid"
+
+    @property
+    def log(self) -> Path:
+        """Return the server's log file."""
+        return self.dir / "server.log"
+
+    def pid(self) -> int | None:
+        """Return the process id of the running server, or ``None``."""
+        return read_pid(self.pidfile)
+
+    def running(self) -> bool:
+        """Tell whether the server process lives and accepts TCP connections."""
+        return self.pid() is not None and port_open(self.cfg.host, self.port)
+
+    def initialised(self) -> bool:
+        """Tell whether the server's data is ready to start from."""
+        return True
+
+    def initialise(self) -> None:
+        """Create the server's data from nothing."""
+
+    def launch(self) -> None:
+        """Start the server process from initialised data (no waiting)."""
+        raise NotImplementedError
+
+    def configure(self) -> None:
+        """Apply idempotent setup once the server runs (users, replication...)."""
+
+    def healthy(self) -> bool:
+        """Tell whether the server runs and does its job (replicas: stream)."""
+        return self.running()
+
+    def start(self) -> None:
+        """Start the server if it is not running and wait until it accepts connections."""
+        if self.running():
+            return
+        if self.pid() is None:
+            self.pidfile.unlink(missing_ok=True)
+            try:
+                self.launch()
+            except BedError as exc:
+                raise BedError(
+                    f"{self.name} did not start: {exc}\n--- last lines of {self.log} ---\n"
+                    f"{log_tail(self.log)}"
+                ) from exc
+        wait_until(
+            self.running,
+            timeout=self.start_timeout,
+            interval=0.05,
+            what=f"{self.name} to accept connections on {self.cfg.host}:{self.port}",
+            log=self.log,
+        )
+
+    def stop(self) -> None:
+        """Stop the server if it runs and wait until its process is gone."""
+        pid = self.pid()
+        if pid is not None:
+            stop_pid(pid, sig=self.stop_signal, timeout=60.0)
+
+    def ensure(self) -> None:
+        """Initialise if needed, start if needed, configure and wait until healthy."""
+        if not self.initialised():
+            self.stop()
+            self.initialise()
+        self.start()
+        self.configure()
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Wait (bounded) until :meth:`healthy` holds."""
+        wait_until(
+            self.healthy,
+            timeout=timeout,
+            interval=0.1,
+            what=f"{self.name} to become healthy",
+            log=self.log,
+        )
