@@ -1,0 +1,157 @@
+"""Test, lint, type and docs sessions.
+
+The test matrix is built from a map of the Python versions each Django
+version supports; a pair that cannot exist is a visible skip, never a silent
+pass. Interpreters installed with pyenv are found without manual steps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+HERE = Path(__file__).resolve().parent
+
+# Make every pyenv interpreter visible to nox (and to uv) without a shim set-up.
+_pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+_extra_bins = sorted(str(p) for p in (_pyenv_root / "versions").glob("3.*/bin") if p.is_dir())
+if _extra_bins:
+    os.environ["PATH"] = os.pathsep.join([*reversed(_extra_bins), os.environ.get("PATH", "")])
+# uv must never try to download an interpreter: only registries are reachable.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+nox.options.sessions = ["lint", "types", "tests"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Django version -> the Python versions it supports.
+DJANGO_PYTHONS: dict[str, tuple[str, ...]] = {
+    "5.2": ("3.10", "3.11", "3.12", "3.13"),
+    "6.0": ("3.12", "3.13"),
+    "6.1": ("3.12", "3.13"),
+}
+DJANGO_SPEC = {"5.2": "django>=5.2,<5.3", "6.0": "django>=6.0,<6.1", "6.1": "django>=6.1,<6.2"}
+DRIVERS = {
+    "psycopg3": ["psycopg[binary]>=3.1.8"],
+    "psycopg2": ["psycopg2-binary>=2.9.5"],
+}
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-django>=4.9",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "redis>=5",
+    "mysqlclient>=2.2",
+    "django-environ>=0.11",
+    "gunicorn>=22",
+]
+TEST_ENV = {"PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error::DeprecationWarning,error::ResourceWarning"}
+
+
+def _install_system_packages(session: nox.Session) -> None:
+    """Install the servers and client libraries the bed and mysqlclient need."""
+    session.run(
+        sys.executable,
+        "-m",
+        "resilient_db.testing.bed",
+        "install",
+        env={"PYTHONPATH": str(HERE / "src")},
+        external=True,
+    )
+
+
+def _run_tests(session: nox.Session, django: str, driver: str) -> None:
+    if session.python not in DJANGO_PYTHONS[django]:
+        session.skip(f"Django {django} does not support Python {session.python}")
+    _install_system_packages(session)
+    # A wheel, not an editable install: a file missing from the package
+    # (py.typed, a sub-package) then fails here rather than for a user.
+    session.install(".", DJANGO_SPEC[django], *DRIVERS[driver], *TEST_DEPS)
+    session.run("python", "-m", "django", "--version")
+    session.run("pytest", *(session.posargs or ["tests"]), env=TEST_ENV)
+
+
+@nox.session(python=PYTHONS, tags=["tests"])
+@nox.parametrize("driver", list(DRIVERS))
+@nox.parametrize("django", list(DJANGO_PYTHONS))
+def tests(session: nox.Session, django: str, driver: str) -> None:
+    """Run the test suite for one (Python, Django, PostgreSQL driver) cell."""
+    _run_tests(session, django, driver)
+
+
+@nox.session(python="3.11")
+def example(session: nox.Session) -> None:
+    """Run the example project's smoke tests."""
+    _install_system_packages(session)
+    session.install(".[psycopg,mysqlclient,environ]", *TEST_DEPS)
+    session.run("pytest", "-c", "example_project/pytest.ini", "example_project", env=TEST_ENV)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Run ruff."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "example_project", "benchmarks", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def types(session: nox.Session) -> None:
+    """Run mypy --strict with django-stubs."""
+    _install_system_packages(session)
+    session.install(
+        ".", "django>=5.2,<5.3", "mypy>=1.11", "django-stubs>=5.2,<5.3",
+        "psycopg[binary]", "mysqlclient", "redis", "pytest", "pytest-django", "hypothesis",
+        "django-environ",
+    )
+    session.run("mypy", "--strict")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the documentation strictly (a broken link or missing page fails)."""
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", str(Path(session.create_tmp()) / "site"),
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """Run the main job: the example project (migrate, dbhealth), then the live failure demo."""
+    _install_system_packages(session)
+    session.install(".[psycopg,mysqlclient,environ,redis]", "gunicorn>=22")
+    session.run("python", "example_project/run.py", "demo", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks (real servers; not part of the test suite)."""
+    _install_system_packages(session)
+    session.install(".[psycopg,mysqlclient,redis]", "psycopg2-binary")
+    for script in sorted((HERE / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)
+
+
+# The cells that must run on every change; `ci` runs exactly these.
+CI_CELLS = [
+    ("3.11", "5.2", "psycopg3"),
+    ("3.11", "5.2", "psycopg2"),
+    ("3.12", "6.1", "psycopg3"),
+]
+
+
+@nox.session(python=False)
+def ci(session: nox.Session) -> None:
+    """Run everything CI checks: lint, types, docs, the required cells, the example."""
+    session.notify("lint")
+    session.notify("types")
+    session.notify("docs")
+    for python, django, driver in CI_CELLS:
+        session.notify(f"tests-{python}(django='{django}', driver='{driver}')")
+    session.notify("example")
