@@ -324,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     listen_host, listen_port = args.listen
-    proxy = ChaosProxy(*args.target, listen_port, listen_host=listen_host)
+    target_host, target_port = args.target
+    proxy = ChaosProxy(target_host, target_port, listen_port, listen_host=listen_host)
     proxy.start()
     if args.pidfile is not None:
         args.pidfile.write_text(f"{os.getpid()}\n")
