@@ -26,8 +26,9 @@ class Target:
     host: str
     port: str
     name: str
-    index: int = 0
-    priority: int = 0
+    # Position and priority order the attempts; they are not part of identity.
+    index: int = field(default=0, compare=False)
+    priority: int = field(default=0, compare=False)
     # Settings to merge over the alias's settings_dict to reach this target.
     # Never shown: it may hold a password.
     overrides: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)

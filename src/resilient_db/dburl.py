@@ -1,0 +1,41 @@
+"""Database URLs (``postgres://user:pass@host:port/name?opt=v``) as DATABASES keys."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+URL_SCHEMES = frozenset(
+    {"postgres", "postgresql", "pgsql", "postgis", "mysql", "mariadb", "mysql2", "sqlite"}
+)
+
+
+def parse_database_url(url: str) -> dict[str, Any]:
+    """Turn ``scheme://user:pass@host:port/name?opt=v`` into DATABASES-style keys."""
+    parts = urlsplit(url)
+    if parts.scheme not in URL_SCHEMES:
+        raise ValueError(f"unsupported scheme {parts.scheme!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("the port is not a number") from exc
+    out: dict[str, Any] = {}
+    if parts.hostname:
+        out["HOST"] = unquote(parts.hostname)
+    if port is not None:
+        out["PORT"] = str(port)
+    name = unquote(parts.path.lstrip("/"))
+    if name:
+        out["NAME"] = name
+    if parts.username:
+        out["USER"] = unquote(parts.username)
+    if parts.password:
+        out["PASSWORD"] = unquote(parts.password)
+    options = dict(parse_qsl(parts.query))
+    if options:
+        out["OPTIONS"] = options
+    if not out.get("HOST") and "PORT" not in out:
+        raise ValueError("it names no host")
+    return out
+
+

@@ -1,0 +1,422 @@
+"""Parse ``RESILIENT_DB`` into :mod:`resilient_db.conf` dataclasses, collecting problems.
+
+Parsing never raises on user input: each bad value becomes a
+:class:`~resilient_db.conf.Problem` (an id, the key, what is wrong, a hint)
+and the default is used in its place, so system checks can list every
+problem at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
+
+from resilient_db.conf import (
+    _DEFAULT_ALIAS,
+    PEER_KEYS,
+    PIN_MODES,
+    POLICIES,
+    REPLICA_POLICIES,
+    ROLES,
+    SAMESITE_VALUES,
+    SETTING,
+    STORES,
+    AliasConfig,
+    HealthConfig,
+    PeerSpec,
+    PinningConfig,
+    Problem,
+    RegistryConfig,
+    ResilientSettings,
+    RetryConfig,
+)
+from resilient_db.dburl import parse_database_url
+
+TOP_KEYS = frozenset(
+    {
+        "DATABASES",
+        "CHECK_INTERVAL",
+        "MAX_CHECK_INTERVAL",
+        "CONNECT_TIMEOUT",
+        "RETRY",
+        "REPLICA_POLICY",
+        "STICKY_REPLICA",
+        "PINNING",
+        "REGISTRY",
+        "HEALTH",
+        "ERROR_CODES",
+    }
+)
+ALIAS_KEYS = frozenset({"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "ROLE", "POLICY"})
+RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS"})
+PINNING_KEYS = frozenset(
+    {"SECONDS", "COOKIE", "SECURE", "HTTPONLY", "SAMESITE", "DOMAIN", "PATH", "SALT", "MODE"}
+)
+REGISTRY_KEYS = frozenset({"STORE", "CACHE", "LOCAL_TTL"})
+HEALTH_KEYS = frozenset({"IDLE_PING_AFTER", "SHOW_HOSTS", "PROBE_TIMEOUT", "LAG_CHECK_INTERVAL"})
+ERROR_CATEGORIES = frozenset(
+    {
+        "connection_lost",
+        "cannot_connect",
+        "server_starting",
+        "too_many_connections",
+        "read_only",
+        "outcome_unknown",
+        "retryable_conflict",
+        "query_error",
+    }
+)
+
+
+class _Parser:
+    """Collect values and problems in one pass; never raise on user input."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def problem(
+        self, id: str, key: str, msg: str, hint: str, level: Literal["error", "warning"] = "error"
+    ) -> None:
+        self.problems.append(Problem(id, key, msg, hint, level))
+
+    def mapping(self, value: object, key: str) -> Mapping[str, Any] | None:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.problem(
+                "resilient_db.E002",
+                key,
+                f"{key} must be a dict, not {type(value).__name__}.",
+                f"Write {key} as a dict, e.g. {{}}.",
+            )
+            return None
+        return cast(Mapping[str, Any], value)
+
+    def unknown_keys(self, value: Mapping[str, Any], allowed: frozenset[str], key: str) -> None:
+        for name in value:
+            if name not in allowed:
+                self.problem(
+                    "resilient_db.E003",
+                    f"{key}[{name!r}]",
+                    f"{key} has an unknown key {name!r}.",
+                    f"Valid keys are: {', '.join(sorted(allowed))}.",
+                )
+
+    def number(
+        self,
+        value: Mapping[str, Any],
+        name: str,
+        key: str,
+        default: float,
+        *,
+        positive: bool = True,
+        allow_zero: bool = False,
+    ) -> float:
+        if name not in value:
+            return default
+        raw = value[name]
+        ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw)
+        if ok and positive:
+            ok = raw >= 0 if allow_zero else raw > 0
+        if not ok:
+            bound = "zero or more" if allow_zero else "greater than zero"
+            self.problem(
+                "resilient_db.E004",
+                f"{key}[{name!r}]",
+                f"{key}[{name!r}] must be a finite number {bound}, not {raw!r}.",
+                f"Set {name} to a number of seconds (or a count), e.g. {default!r}.",
+            )
+            return default
+        return float(raw)
+
+    def integer(self, value: Mapping[str, Any], name: str, key: str, default: int) -> int:
+        if name not in value:
+            return default
+        raw = value[name]
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+            self.problem(
+                "resilient_db.E004",
+                f"{key}[{name!r}]",
+                f"{key}[{name!r}] must be a whole number, zero or more, not {raw!r}.",
+                f"Set {name} to a count, e.g. {default!r}.",
+            )
+            return default
+        return raw
+
+    def boolean(self, value: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
+        if name not in value:
+            return default
+        raw = value[name]
+        if not isinstance(raw, bool):
+            self.problem(
+                "resilient_db.E005",
+                f"{key}[{name!r}]",
+                f"{key}[{name!r}] must be True or False, not {raw!r}.",
+                f"Set {name} to True or False.",
+            )
+            return default
+        return raw
+
+    def choice(
+        self, value: Mapping[str, Any], name: str, key: str, choices: Sequence[Any], default: Any
+    ) -> Any:
+        if name not in value:
+            return default
+        raw = value[name]
+        if raw not in choices:
+            self.problem(
+                "resilient_db.E006",
+                f"{key}[{name!r}]",
+                f"{key}[{name!r}] is {raw!r}, which is not one of the accepted values.",
+                f"Use one of: {', '.join(repr(c) for c in choices)}.",
+            )
+            return default
+        return raw
+
+    def string(
+        self, value: Mapping[str, Any], name: str, key: str, default: Any, *, optional: bool = False
+    ) -> Any:
+        if name not in value:
+            return default
+        raw = value[name]
+        if (raw is None and optional) or (isinstance(raw, str) and raw):
+            return raw
+        self.problem(
+            "resilient_db.E007",
+            f"{key}[{name!r}]",
+            f"{key}[{name!r}] must be a non-empty string, not {raw!r}.",
+            f"Set {name} to a string, e.g. {default!r}.",
+        )
+        return default
+
+    def peer(self, raw: object, key: str) -> PeerSpec | None:
+        if isinstance(raw, str):
+            if "://" in raw:
+                try:
+                    return PeerSpec(overrides=parse_database_url(raw))
+                except ValueError as exc:
+                    self.problem(
+                        "resilient_db.E008",
+                        key,
+                        f"{key} is not a usable database URL: {exc}.",
+                        "Write a peer as 'postgres://host:port/name', a dict with HOST/PORT, "
+                        "or the name of another alias in DATABASES.",
+                    )
+                    return None
+            if not raw:
+                self.problem(
+                    "resilient_db.E008",
+                    key,
+                    f"{key} is an empty string.",
+                    "Write a peer as a URL, a dict with HOST/PORT, or an alias name.",
+                )
+                return None
+            return PeerSpec(overrides={}, alias=raw)
+        if isinstance(raw, Mapping):
+            bad = sorted(str(k) for k in raw if k not in PEER_KEYS)
+            if bad:
+                self.problem(
+                    "resilient_db.E008",
+                    key,
+                    f"{key} has unknown keys {', '.join(bad)}.",
+                    f"A peer dict accepts: {', '.join(sorted(PEER_KEYS))}.",
+                )
+            if not raw.get("HOST") and not raw.get("PORT"):
+                self.problem(
+                    "resilient_db.E008",
+                    key,
+                    f"{key} names neither HOST nor PORT, so it is the alias itself.",
+                    "Give the peer at least a HOST or a PORT.",
+                )
+                return None
+            priority = raw.get("PRIORITY", 0)
+            if not isinstance(priority, int) or isinstance(priority, bool):
+                self.problem(
+                    "resilient_db.E008",
+                    key,
+                    f"{key}['PRIORITY'] must be an integer, not {priority!r}.",
+                    "Lower numbers are tried first; the alias's own HOST has priority 0.",
+                )
+                priority = 0
+            overrides = {k: v for k, v in raw.items() if k in PEER_KEYS and k != "PRIORITY"}
+            if "PORT" in overrides and overrides["PORT"] is not None:
+                overrides["PORT"] = str(overrides["PORT"])
+            return PeerSpec(overrides=overrides, priority=priority)
+        self.problem(
+            "resilient_db.E008",
+            key,
+            f"{key} must be a URL, a dict or an alias name, not {type(raw).__name__}.",
+            "Write a peer as 'postgres://host:port/name', {'HOST': ..., 'PORT': ...} or 'alias'.",
+        )
+        return None
+
+    def alias(self, name: str, raw: object) -> AliasConfig:
+        key = f"RESILIENT_DB['DATABASES'][{name!r}]"
+        value = self.mapping(raw, key)
+        if value is None:
+            return _DEFAULT_ALIAS
+        self.unknown_keys(value, ALIAS_KEYS, key)
+        peers: list[PeerSpec] = []
+        raw_peers = value.get("PEERS", ())
+        if isinstance(raw_peers, (str, bytes)) or not isinstance(raw_peers, Sequence):
+            self.problem(
+                "resilient_db.E009",
+                f"{key}['PEERS']",
+                f"{key}['PEERS'] must be a list, not {type(raw_peers).__name__}.",
+                "Write PEERS as a list, e.g. ['postgres://pgbouncer-b:6432/app'].",
+            )
+        else:
+            for i, item in enumerate(raw_peers):
+                spec = self.peer(item, f"{key}['PEERS'][{i}]")
+                if spec is not None:
+                    peers.append(spec)
+        replicas: list[str] = []
+        raw_replicas = value.get("REPLICAS", ())
+        if isinstance(raw_replicas, (str, bytes)) or not isinstance(raw_replicas, Sequence):
+            self.problem(
+                "resilient_db.E009",
+                f"{key}['REPLICAS']",
+                f"{key}['REPLICAS'] must be a list of alias names, not {type(raw_replicas).__name__}.",
+                "Write REPLICAS as a list, e.g. ['replica'].",
+            )
+        else:
+            for i, item in enumerate(raw_replicas):
+                if isinstance(item, str) and item:
+                    replicas.append(item)
+                else:
+                    self.problem(
+                        "resilient_db.E009",
+                        f"{key}['REPLICAS'][{i}]",
+                        f"{key}['REPLICAS'][{i}] must be an alias name, not {item!r}.",
+                        "List the aliases (keys of DATABASES) that replicate this one.",
+                    )
+        lag: float | None = None
+        if value.get("MAX_REPLICA_LAG") is not None:
+            lag = self.number(value, "MAX_REPLICA_LAG", key, 5.0)
+        return AliasConfig(
+            peers=tuple(peers),
+            replicas=tuple(replicas),
+            max_replica_lag=lag,
+            role=self.choice(value, "ROLE", key, (*ROLES, None), None),
+            policy=self.choice(value, "POLICY", key, POLICIES, "priority"),
+        )
+
+    def error_codes(self, raw: object) -> Mapping[str, tuple[str | int, ...]]:
+        key = "RESILIENT_DB['ERROR_CODES']"
+        value = self.mapping(raw, key)
+        if not value:
+            return {}
+        out: dict[str, tuple[str | int, ...]] = {}
+        for category, codes in value.items():
+            if category not in ERROR_CATEGORIES:
+                self.problem(
+                    "resilient_db.E010",
+                    f"{key}[{category!r}]",
+                    f"{key} names an unknown category {category!r}.",
+                    f"Categories: {', '.join(sorted(ERROR_CATEGORIES))}.",
+                )
+                continue
+            if isinstance(codes, (str, int)) or not isinstance(codes, Sequence) or not all(
+                isinstance(c, (str, int)) and not isinstance(c, bool) for c in codes
+            ):
+                self.problem(
+                    "resilient_db.E010",
+                    f"{key}[{category!r}]",
+                    f"{key}[{category!r}] must be a list of SQLSTATE strings or error numbers.",
+                    "For example ['57P01', 2013].",
+                )
+                continue
+            out[category] = tuple(codes)
+        return out
+
+    def parse(self, raw: object) -> ResilientSettings:
+        if raw is None:
+            return ResilientSettings()
+        top = self.mapping(raw, SETTING)
+        if top is None:
+            return ResilientSettings()
+        self.unknown_keys(top, TOP_KEYS, SETTING)
+        databases: dict[str, AliasConfig] = {}
+        dbs = self.mapping(top.get("DATABASES"), f"{SETTING}['DATABASES']")
+        for name, value in (dbs or {}).items():
+            databases[str(name)] = self.alias(str(name), value)
+
+        check_interval = self.number(top, "CHECK_INTERVAL", SETTING, 5.0)
+        max_check_interval = self.number(top, "MAX_CHECK_INTERVAL", SETTING, 60.0)
+        if max_check_interval < check_interval:
+            self.problem(
+                "resilient_db.E011",
+                f"{SETTING}['MAX_CHECK_INTERVAL']",
+                f"MAX_CHECK_INTERVAL ({max_check_interval:g}) is below CHECK_INTERVAL "
+                f"({check_interval:g}): the back-off cap would be lower than its start.",
+                "Make MAX_CHECK_INTERVAL at least CHECK_INTERVAL.",
+            )
+            max_check_interval = check_interval
+
+        retry_raw = self.mapping(top.get("RETRY"), f"{SETTING}['RETRY']") or {}
+        rkey = f"{SETTING}['RETRY']"
+        self.unknown_keys(retry_raw, RETRY_KEYS, rkey)
+        retry = RetryConfig(
+            reads=self.integer(retry_raw, "READS", rkey, 2),
+            deadline=self.number(retry_raw, "DEADLINE", rkey, 5.0),
+            backoff=self.number(retry_raw, "BACKOFF", rkey, 0.1, allow_zero=True),
+            atomic_attempts=self.integer(retry_raw, "ATOMIC_ATTEMPTS", rkey, 3),
+        )
+
+        pin_raw = self.mapping(top.get("PINNING"), f"{SETTING}['PINNING']") or {}
+        pkey = f"{SETTING}['PINNING']"
+        self.unknown_keys(pin_raw, PINNING_KEYS, pkey)
+        pinning = PinningConfig(
+            seconds=self.number(pin_raw, "SECONDS", pkey, 15.0, allow_zero=True),
+            cookie=self.string(pin_raw, "COOKIE", pkey, "rdb_pin"),
+            secure=self.boolean(pin_raw, "SECURE", pkey, True),
+            httponly=self.boolean(pin_raw, "HTTPONLY", pkey, True),
+            samesite=self.choice(pin_raw, "SAMESITE", pkey, SAMESITE_VALUES, "Lax"),
+            domain=self.string(pin_raw, "DOMAIN", pkey, None, optional=True),
+            path=self.string(pin_raw, "PATH", pkey, "/"),
+            salt=self.string(pin_raw, "SALT", pkey, "resilient_db.pinning"),
+            mode=self.choice(pin_raw, "MODE", pkey, PIN_MODES, "time"),
+        )
+
+        reg_raw = self.mapping(top.get("REGISTRY"), f"{SETTING}['REGISTRY']") or {}
+        gkey = f"{SETTING}['REGISTRY']"
+        self.unknown_keys(reg_raw, REGISTRY_KEYS, gkey)
+        registry = RegistryConfig(
+            store=self.choice(reg_raw, "STORE", gkey, STORES, "local"),
+            cache=self.string(reg_raw, "CACHE", gkey, "default"),
+            local_ttl=self.number(reg_raw, "LOCAL_TTL", gkey, 0.5, allow_zero=True),
+        )
+
+        health_raw = self.mapping(top.get("HEALTH"), f"{SETTING}['HEALTH']") or {}
+        hkey = f"{SETTING}['HEALTH']"
+        self.unknown_keys(health_raw, HEALTH_KEYS, hkey)
+        health = HealthConfig(
+            idle_ping_after=self.number(health_raw, "IDLE_PING_AFTER", hkey, 30.0, allow_zero=True),
+            show_hosts=self.boolean(health_raw, "SHOW_HOSTS", hkey, False),
+            probe_timeout=self.number(health_raw, "PROBE_TIMEOUT", hkey, 2.0),
+            lag_check_interval=self.number(health_raw, "LAG_CHECK_INTERVAL", hkey, 1.0),
+        )
+
+        return ResilientSettings(
+            databases=databases,
+            check_interval=check_interval,
+            max_check_interval=max_check_interval,
+            connect_timeout=self.number(top, "CONNECT_TIMEOUT", SETTING, 2.0),
+            retry=retry,
+            replica_policy=self.choice(
+                top, "REPLICA_POLICY", SETTING, REPLICA_POLICIES, "round_robin"
+            ),
+            sticky_replica=self.boolean(top, "STICKY_REPLICA", SETTING, False),
+            pinning=pinning,
+            registry=registry,
+            health=health,
+            error_codes=self.error_codes(top.get("ERROR_CODES")),
+        )
+
+
+def parse_settings(raw: object) -> tuple[ResilientSettings, list[Problem]]:
+    """Parse a ``RESILIENT_DB`` value; return the settings and every problem found."""
+    parser = _Parser()
+    parsed = parser.parse(raw)
+    return parsed, parser.problems
