@@ -1,25 +1,339 @@
-"""System checks for the ``RESILIENT_DB`` setting and how it fits DATABASES."""
+"""System checks for the ``RESILIENT_DB`` setting and how it fits the rest of the settings.
+
+Two layers: ``conf.parse_settings`` reports every malformed key (ids E002-E011),
+and the cross-setting checks below look at the parsed values together with
+``DATABASES``, ``DATABASE_ROUTERS`` and ``MIDDLEWARE`` (ids E012-E017,
+W012-W016). Every check reads settings defensively: a check must return
+messages, never raise, whatever shape a setting has.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from importlib import import_module
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 
-from resilient_db.conf import SETTING, parse_settings
+from resilient_db.conf import SETTING, ResilientSettings, parse_settings
+
+KEY_DATABASES = f"{SETTING}['DATABASES']"
+
+# Settings read by the packages this app replaces. Django ignores unknown
+# settings, so a project that migrated keeps them around believing they work.
+LEFTOVER_SETTINGS = {
+    "REPLICA_DATABASES": "django-multidb-router",
+    "SLAVE_DATABASES": "django-multidb-router",
+    "MULTIDB_PINNING_SECONDS": "django-multidb-router",
+    "MULTIDB_PINNING_COOKIE": "django-multidb-router",
+    "MULTIDB_PINNING_COOKIE_SECURE": "django-multidb-router",
+    "MULTIDB_PINNING_COOKIE_HTTPONLY": "django-multidb-router",
+    "MULTIDB_PINNING_COOKIE_SAMESITE": "django-multidb-router",
+    "MULTIDB_PINNING_COOKIE_SALT": "django-multidb-router",
+    "REPLICATED_DATABASE_SLAVES": "django_replicated",
+    "REPLICATED_DATABASE_DOWNTIME": "django_replicated",
+}
+# Keys django-proxysql and django-postgresql-reconnect read from a DATABASES entry.
+LEFTOVER_ALIAS_KEYS = {
+    "PEERS": "django-proxysql",
+    "CHECK_INTERVAL": "django-proxysql",
+    "RECONNECT": "django-postgresql-reconnect",
+}
+# Module prefixes of those packages' routers, middleware and engines.
+PREDECESSOR_MODULES = {
+    "multidb.": "django-multidb-router",
+    "django_replicated.": "django_replicated",
+    "django_proxysql.": "django-proxysql",
+    "django_postgresql_reconnect.": "django-postgresql-reconnect",
+}
+
+ROUTER_PREFIX = "resilient_db.routers."
+PINNING_ROUTER = "PinningReplicaRouter"
+PINNING_MIDDLEWARE = "PinningMiddleware"
+MIDDLEWARE_PREFIX = "resilient_db.middleware."
 
 
 def register() -> None:
     """Register every check of this app (called from ``AppConfig.ready``)."""
     checks.register(check_settings)
+    checks.register(check_consistency)
+    checks.register(check_installation)
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Report every problem in ``RESILIENT_DB``."""
+    """Report every malformed key in ``RESILIENT_DB``."""
     _parsed, problems = parse_settings(getattr(settings, SETTING, None))
     out: list[checks.CheckMessage] = []
     for p in problems:
         cls = checks.Error if p.level == "error" else checks.Warning
         out.append(cls(p.msg, hint=p.hint, id=p.id, obj=p.key))
     return out
+
+
+def _databases() -> Mapping[str, Mapping[str, Any]]:
+    raw = getattr(settings, "DATABASES", None)
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, Mapping)}
+
+
+def _dotted(entry: object) -> str:
+    """Return a dotted path for a setting entry that is a path or an object."""
+    if isinstance(entry, str):
+        return entry
+    cls = entry if isinstance(entry, type) else type(entry)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _entries(name: str) -> list[str]:
+    raw = getattr(settings, name, None)
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        return []
+    return [_dotted(e) for e in raw]
+
+
+def _server(cfg: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(cfg.get("HOST") or ""), str(cfg.get("PORT") or ""), str(cfg.get("NAME") or ""))
+
+
+def check_consistency(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report ``RESILIENT_DB`` values that contradict each other or ``DATABASES``."""
+    parsed, _problems = parse_settings(getattr(settings, SETTING, None))
+    return _consistency(parsed, _databases())
+
+
+def _consistency(
+    parsed: ResilientSettings, databases: Mapping[str, Mapping[str, Any]]
+) -> list[checks.CheckMessage]:
+    out: list[checks.CheckMessage] = []
+    replica_of: dict[str, list[str]] = {}
+    all_replicas = parsed.replica_aliases()
+    for alias, cfg in parsed.databases.items():
+        key = f"{KEY_DATABASES}[{alias!r}]"
+        if alias not in databases:
+            out.append(
+                checks.Error(
+                    f"{KEY_DATABASES} configures {alias!r}, which is not an alias in DATABASES.",
+                    hint=f"Add {alias!r} to DATABASES or remove it from {KEY_DATABASES}.",
+                    id="resilient_db.E012",
+                    obj=key,
+                )
+            )
+        for i, replica in enumerate(cfg.replicas):
+            rkey = f"{key}['REPLICAS'][{i}]"
+            replica_of.setdefault(replica, []).append(alias)
+            if replica == alias:
+                out.append(
+                    checks.Error(
+                        f"{rkey} lists {alias!r} as a replica of itself.",
+                        hint="REPLICAS names OTHER aliases that replicate this one; remove it.",
+                        id="resilient_db.E014",
+                        obj=rkey,
+                    )
+                )
+            elif replica not in databases:
+                out.append(
+                    checks.Error(
+                        f"{rkey} names {replica!r}, which is not an alias in DATABASES.",
+                        hint=f"Add a DATABASES entry for {replica!r} or remove it from REPLICAS.",
+                        id="resilient_db.E013",
+                        obj=rkey,
+                    )
+                )
+            elif alias in parsed.alias(replica).replicas:
+                out.append(
+                    checks.Error(
+                        f"{rkey}: {replica!r} and {alias!r} list each other as replicas.",
+                        hint="Replication goes one way: list the replica under its primary only.",
+                        id="resilient_db.E014",
+                        obj=rkey,
+                    )
+                )
+        replica_servers = {
+            _server(databases[r]): r for r in cfg.replicas if r in databases and r != alias
+        }
+        for i, peer in enumerate(cfg.peers):
+            pkey = f"{key}['PEERS'][{i}]"
+            if peer.alias is not None:
+                if peer.alias not in databases:
+                    out.append(
+                        checks.Error(
+                            f"{pkey} names {peer.alias!r}, which is not an alias in DATABASES.",
+                            hint="Write the peer as a URL or a dict with HOST/PORT, or add the "
+                            "alias to DATABASES.",
+                            id="resilient_db.E013",
+                            obj=pkey,
+                        )
+                    )
+                    continue
+                if peer.alias in all_replicas:
+                    out.append(_peer_is_replica(pkey, peer.alias))
+                    continue
+                server = _server(databases[peer.alias])
+            else:
+                base = databases.get(alias, {})
+                merged = {**base, **peer.overrides}
+                server = _server(merged)
+            if server in replica_servers:
+                out.append(_peer_is_replica(pkey, replica_servers[server]))
+        if cfg.max_replica_lag is not None and not cfg.replicas:
+            out.append(
+                checks.Warning(
+                    f"{key}['MAX_REPLICA_LAG'] is set but {alias!r} lists no REPLICAS.",
+                    hint="MAX_REPLICA_LAG belongs on the primary alias, next to its REPLICAS.",
+                    id="resilient_db.W015",
+                    obj=f"{key}['MAX_REPLICA_LAG']",
+                )
+            )
+    for replica, primaries in replica_of.items():
+        cfg = parsed.alias(replica)
+        rkey = f"{KEY_DATABASES}[{replica!r}]['ROLE']"
+        if cfg.role == "primary":
+            out.append(
+                checks.Error(
+                    f"{rkey} is 'primary', but {replica!r} is listed as a replica of "
+                    f"{primaries[0]!r}.",
+                    hint="A replica alias takes no writes: drop ROLE or set it to 'replica'.",
+                    id="resilient_db.E015",
+                    obj=rkey,
+                )
+            )
+        distinct = sorted(set(primaries) - {replica})
+        if len(distinct) > 1:
+            out.append(
+                checks.Warning(
+                    f"{replica!r} is listed in REPLICAS of several aliases: {', '.join(distinct)}.",
+                    hint="A replica follows one primary; lag and fallback are computed against "
+                    f"the first one ({distinct[0]!r}).",
+                    id="resilient_db.W016",
+                    obj=f"{KEY_DATABASES}[{distinct[1]!r}]['REPLICAS']",
+                )
+            )
+    for alias, cfg in parsed.databases.items():
+        if cfg.replicas and cfg.role == "replica":
+            rkey = f"{KEY_DATABASES}[{alias!r}]['ROLE']"
+            out.append(
+                checks.Error(
+                    f"{rkey} is 'replica', but {alias!r} lists REPLICAS and so is a primary.",
+                    hint="Set ROLE to 'primary' (or drop it) on an alias that has replicas.",
+                    id="resilient_db.E015",
+                    obj=rkey,
+                )
+            )
+    return out
+
+
+def _peer_is_replica(key: str, replica: str) -> checks.CheckMessage:
+    return checks.Error(
+        f"{key} is the same server as replica {replica!r}.",
+        hint="PEERS are equivalent servers that take writes; a replica belongs in REPLICAS only.",
+        id="resilient_db.E016",
+        obj=key,
+    )
+
+
+def _is_resilient_engine(engine: object) -> bool | None:
+    """Return whether ``engine`` is built on the resilient mixin (None: cannot tell)."""
+    if not isinstance(engine, str) or not engine:
+        return None
+    if engine.startswith("resilient_db.backends."):
+        return True
+    try:
+        module = import_module(f"{engine}.base")
+    # An engine that fails to import is Django's own error to report (E.g.
+    # ImproperlyConfigured for a missing driver); this check just says nothing.
+    except Exception:  # noqa: BLE001
+        return None
+    from resilient_db.backends.base import ResilientMixin
+
+    wrapper = getattr(module, "DatabaseWrapper", None)
+    return isinstance(wrapper, type) and issubclass(wrapper, ResilientMixin)
+
+
+def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report routers, middleware and leftover settings that do not fit ``RESILIENT_DB``."""
+    parsed, _problems = parse_settings(getattr(settings, SETTING, None))
+    databases = _databases()
+    routers = _entries("DATABASE_ROUTERS")
+    middleware = _entries("MIDDLEWARE")
+    out: list[checks.CheckMessage] = []
+
+    ours = [r for r in routers if r.startswith(ROUTER_PREFIX)]
+    if ours and not any(cfg.replicas for cfg in parsed.databases.values()):
+        out.append(
+            checks.Warning(
+                f"DATABASE_ROUTERS installs {ours[0]}, but no alias in {KEY_DATABASES} "
+                "lists REPLICAS, so every read goes to the primary.",
+                hint=f"Add REPLICAS to the primary alias in {KEY_DATABASES}, or remove the router.",
+                id="resilient_db.W012",
+                obj="DATABASE_ROUTERS",
+            )
+        )
+    pinning_mw = [
+        m for m in middleware if m.startswith(MIDDLEWARE_PREFIX) and m.endswith(PINNING_MIDDLEWARE)
+    ]
+    if pinning_mw and not any(r.endswith(PINNING_ROUTER) for r in ours):
+        out.append(
+            checks.Error(
+                f"MIDDLEWARE installs {pinning_mw[0]}, but DATABASE_ROUTERS has no "
+                f"{PINNING_ROUTER}, so pins are recorded and never read.",
+                hint=f"Add 'resilient_db.routers.{PINNING_ROUTER}' to DATABASE_ROUTERS.",
+                id="resilient_db.E017",
+                obj="MIDDLEWARE",
+            )
+        )
+
+    for name, package in LEFTOVER_SETTINGS.items():
+        if hasattr(settings, name):
+            out.append(_leftover(name, package, name))
+    for name in dir(settings):
+        if name.startswith("MULTIDB_") and name not in LEFTOVER_SETTINGS:
+            out.append(_leftover(name, "django-multidb-router", name))
+    for alias, cfg in databases.items():
+        for name, package in LEFTOVER_ALIAS_KEYS.items():
+            if name in cfg:
+                out.append(_leftover(f"DATABASES[{alias!r}][{name!r}]", package, "DATABASES"))
+    for setting, entries in (
+        ("DATABASE_ROUTERS", routers),
+        ("MIDDLEWARE", middleware),
+        ("DATABASES", [str(cfg.get("ENGINE") or "") for cfg in databases.values()]),
+    ):
+        for entry in entries:
+            for prefix, package in PREDECESSOR_MODULES.items():
+                if entry.startswith(prefix):
+                    out.append(
+                        checks.Warning(
+                            f"{setting} still uses {entry} from {package}.",
+                            hint="Remove it: resilient_db replaces it, and both at once fight "
+                            "over routing and connections (see the migration notes).",
+                            id="resilient_db.W014",
+                            obj=setting,
+                        )
+                    )
+
+    for alias, acfg in parsed.databases.items():
+        if not (acfg.peers or acfg.role) or alias not in databases:
+            continue
+        if _is_resilient_engine(databases[alias].get("ENGINE")) is False:
+            what = "PEERS" if acfg.peers else "ROLE"
+            out.append(
+                checks.Warning(
+                    f"{KEY_DATABASES}[{alias!r}] sets {what}, but DATABASES[{alias!r}]['ENGINE'] "
+                    "is not a resilient_db backend, so it has no effect.",
+                    hint="Use e.g. 'resilient_db.backends.postgresql' as ENGINE, or wrap your "
+                    "backend with the ResilientMixin.",
+                    id="resilient_db.W017",
+                    obj=f"DATABASES[{alias!r}]['ENGINE']",
+                )
+            )
+    return out
+
+
+def _leftover(name: str, package: str, obj: str) -> checks.CheckMessage:
+    return checks.Warning(
+        f"{name} is a setting of {package}; resilient_db does not read it.",
+        hint=f"Move its value to {SETTING} (see the migration notes), then delete it.",
+        id="resilient_db.W013",
+        obj=obj,
+    )
