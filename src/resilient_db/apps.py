@@ -17,3 +17,7 @@ class ResilientDBConfig(AppConfig):
 
         checks.register()
         setting_changed.connect(conf.clear_cache, dispatch_uid="resilient_db.conf")
+
+        from resilient_db.routers import hooks as routing_hooks
+
+        routing_hooks.install()

@@ -1,0 +1,164 @@
+"""``PinningMiddleware``: read-your-writes across requests with a signed cookie.
+
+Each request is its own unit of work. When it actually wrote to a group's
+primary (detected from the SQL sent, not guessed from the HTTP method), or
+ran a view marked ``db_write``, the response carries a cookie signed with
+Django's signing framework. For ``PINNING["SECONDS"]`` afterwards that
+client's reads of the group go to the primary; in LSN mode (PostgreSQL) they
+go back to a replica as soon as one has replayed the client's write.
+
+A cookie that is forged, tampered with, expired or malformed is ignored: the
+request is simply not pinned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, cast
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import DatabaseError, connections
+from django.http import HttpRequest, HttpResponseBase
+
+from resilient_db.conf import get_settings
+from resilient_db.routers.choose import groups
+from resilient_db.routers.context import ALL, Unit, current_unit, end_unit, start_unit
+from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins, parse_lsn
+
+logger = logging.getLogger("resilient_db.routers")
+
+# pg_current_wal_insert_lsn, not pg_current_wal_lsn: with synchronous_commit
+# off a commit record can be inserted but not yet written, and the replica
+# must replay at least up to the insert position to show the write.
+LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
+
+
+def incoming_pins(request: HttpRequest) -> dict[str, int | None]:
+    """Return the pins carried by the request's cookie (empty when none is valid)."""
+    s = get_settings()
+    p = s.pinning
+    raw = request.COOKIES.get(p.cookie)
+    if raw is None or p.seconds <= 0:
+        return {}
+    pins = loads_pin(raw, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
+    if pins:
+        from resilient_db.signals import pinned
+
+        for alias in sorted(pins):
+            pinned.send(sender=PinningMiddleware, alias=alias, reason="cookie")
+    return pins
+
+
+def written_primaries(unit: Unit, response: HttpResponseBase) -> set[str] | None:
+    """Return the group primaries the request wrote to, or None when no cookie is due."""
+    flag = getattr(response, "_db_write", None)
+    if flag is False:
+        # An explicit opt-out (django-multidb-router could not honour it).
+        return None
+    replicas = groups().replicas
+    written = {alias for alias in unit.wrote if alias in replicas}
+    if not written and (unit.db_write or flag is True or unit.force_cookie):
+        written = {ALL}
+    return written or None
+
+
+def read_lsns(aliases: Iterable[str]) -> dict[str, int | None]:
+    """Return the current WAL insert position of each PostgreSQL primary in ``aliases``."""
+    out: dict[str, int | None] = {}
+    for alias in aliases:
+        if alias == ALL:
+            continue
+        conn = connections[alias]
+        if conn.vendor != "postgresql" or conn.in_atomic_block:
+            continue
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(LSN_SQL)
+                row = cursor.fetchone()
+        except DatabaseError as exc:
+            # The write is done; without its position the pin falls back to
+            # time, which is safe, so the response must not fail over this.
+            logger.warning("Could not read the WAL position of %r: %s", alias, type(exc).__name__)
+            continue
+        if row and isinstance(row[0], str):
+            out[alias] = parse_lsn(row[0])
+    return out
+
+
+def set_pin_cookie(
+    response: HttpResponseBase,
+    unit: Unit,
+    written: set[str],
+    lsns: Mapping[str, int | None],
+) -> None:
+    """Set the signed pinning cookie for ``written`` on ``response``."""
+    p = get_settings().pinning
+    new = {alias: lsns.get(alias) for alias in written}
+    pins = merge_pins(unit.pins, new)
+    response.set_cookie(
+        p.cookie,
+        dumps_pin(pins, salt=p.salt),
+        max_age=math.ceil(p.seconds),
+        path=p.path,
+        domain=p.domain,
+        secure=p.secure,
+        httponly=p.httponly,
+        samesite=cast("Literal['Lax', 'Strict', 'None'] | None", p.samesite),
+    )
+
+
+class PinningMiddleware:
+    """Pin a client to the primary for a while after it wrote (sync and async)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self,
+        get_response: Callable[[HttpRequest], HttpResponseBase]
+        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            # Tell Django this instance is a coroutine function, so it is
+            # awaited directly instead of being run in a thread.
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        """Run the request as one unit of work and set the cookie if it wrote."""
+        if self.async_mode:
+            return self.__acall__(request)
+        token = start_unit(incoming_pins(request))
+        try:
+            response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
+            unit = current_unit()
+            assert unit is not None
+            written = written_primaries(unit, response)
+            if written is not None and get_settings().pinning.seconds > 0:
+                lsns = read_lsns(written) if get_settings().pinning.mode == "lsn" else {}
+                set_pin_cookie(response, unit, written, lsns)
+        finally:
+            end_unit(token)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        """Async version of :meth:`__call__`."""
+        token = start_unit(incoming_pins(request))
+        try:
+            response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+            unit = current_unit()
+            assert unit is not None
+            written = written_primaries(unit, response)
+            if written is not None and get_settings().pinning.seconds > 0:
+                lsns: Mapping[str, int | None] = {}
+                if get_settings().pinning.mode == "lsn":
+                    # Same thread as the request's sync ORM work, so the same
+                    # connection that wrote answers.
+                    lsns = await sync_to_async(read_lsns, thread_sensitive=True)(written)
+                set_pin_cookie(response, unit, written, lsns)
+        finally:
+            end_unit(token)
+        return response

@@ -1,0 +1,247 @@
+"""Choose a replica for a read: healthy, fresh enough, by policy.
+
+Everything here reads the shared health registry and never touches a
+database: lag is measured by the background monitor, so a request never
+waits for a probe. When the registry has no fresh lag for a replica while
+``MAX_REPLICA_LAG`` is set, the replica is not used (and the monitor is
+started, in case this process has none yet, e.g. after a fork).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from resilient_db.conf import ResilientSettings, get_settings
+from resilient_db.routers.context import Unit
+
+logger = logging.getLogger("resilient_db.routers")
+
+# Lag measured longer ago than this many LAG_CHECK_INTERVALs (plus one probe
+# timeout) is treated as unknown: the monitor has stopped or cannot reach it.
+LAG_FRESH_INTERVALS = 3
+
+# Process-wide counters for operators (reads sent to the primary for want of a
+# replica, replicas skipped and why). Not router state: routers stay stateless.
+_counts: Counter[tuple[str, str, str]] = Counter()
+_round_robin = itertools.count()
+_last_warned: dict[str, float] = {}
+WARN_EVERY = 30.0
+_warn_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The primary/replica groups of the current settings, precomputed."""
+
+    settings: ResilientSettings
+    replicas: Mapping[str, tuple[str, ...]]  # primary -> its replicas
+    max_lag: Mapping[str, float | None]  # primary -> MAX_REPLICA_LAG
+    group_of: Mapping[str, str]  # primary or replica alias -> primary
+    replica_set: frozenset[str]
+    lag_max_age: float
+
+
+_groups: Groups | None = None
+
+
+def groups() -> Groups:
+    """Return the groups for the current settings (rebuilt when they change)."""
+    s = get_settings()
+    g = _groups
+    if g is not None and g.settings is s:
+        return g
+    return _build(s)
+
+
+def _build(s: ResilientSettings) -> Groups:
+    global _groups
+    replicas: dict[str, tuple[str, ...]] = {}
+    max_lag: dict[str, float | None] = {}
+    group_of: dict[str, str] = {}
+    for primary, cfg in s.databases.items():
+        if not cfg.replicas:
+            continue
+        replicas[primary] = tuple(r for r in cfg.replicas if r != primary)
+        max_lag[primary] = cfg.max_replica_lag
+        group_of[primary] = primary
+        for r in replicas[primary]:
+            group_of.setdefault(r, primary)
+    g = Groups(
+        settings=s,
+        replicas=replicas,
+        max_lag=max_lag,
+        group_of=group_of,
+        replica_set=frozenset(r for rs in replicas.values() for r in rs),
+        lag_max_age=LAG_FRESH_INTERVALS * s.health.lag_check_interval + s.health.probe_timeout,
+    )
+    _groups = g
+    return g
+
+
+def routing_stats() -> dict[str, int]:
+    """Return process-wide routing counters as ``{"primary_fallback:default:reason": n}``."""
+    return {f"{kind}:{alias}:{reason}": n for (kind, alias, reason), n in sorted(_counts.items())}
+
+
+def reset_stats() -> None:
+    """Zero the routing counters (tests)."""
+    _counts.clear()
+    _last_warned.clear()
+
+
+class ReplicaView(NamedTuple):
+    """What the registry says about one replica alias right now."""
+
+    alias: str
+    usable: bool
+    reason: str | None  # "down", "lag", "unknown_lag", "lsn" when not usable
+    lag: float | None  # effective lag: measured lag plus its age
+    lsn: int | None
+
+
+def inspect_replica(
+    alias: str,
+    max_lag: float | None,
+    *,
+    max_age: float,
+    need_lag: bool = False,
+    min_lsn: int | None = None,
+    now: float | None = None,
+) -> ReplicaView:
+    """Return whether ``alias`` may serve a read, from the registry only."""
+    from resilient_db.health.registry import get_registry
+    from resilient_db.health.targets import targets_for
+
+    registry = get_registry()
+    available = [t for t in targets_for(alias) if registry.is_available(t)]
+    if not available:
+        return ReplicaView(alias, False, "down", None, None)
+    if max_lag is None and not need_lag and min_lsn is None:
+        return ReplicaView(alias, True, None, None, None)
+    now = time.time() if now is None else now
+    worst: float | None = 0.0
+    lsn: int | None = None
+    for t in available:
+        h = registry.health(t)
+        measured = h.lag_measured_at
+        if h.lag is None or measured is None or now - measured > max_age:
+            worst = None
+        elif worst is not None:
+            # Replay may have stalled right after the measurement, so the
+            # replica can be behind by the measured lag plus the time since.
+            worst = max(worst, h.lag + max(0.0, now - measured))
+        t_lsn = getattr(h, "lsn", None)
+        if min_lsn is not None:
+            # The least-replayed target is the one that may answer.
+            lsn = t_lsn if lsn is None or t_lsn is None else min(lsn, t_lsn)
+            if t_lsn is None:
+                lsn = None
+                break
+    if min_lsn is not None:
+        if lsn is None or lsn < min_lsn:
+            return ReplicaView(alias, False, "lsn", worst, lsn)
+        # Replayed past the write: fresh enough for this client whatever the lag.
+        return ReplicaView(alias, True, None, worst, lsn)
+    if max_lag is not None:
+        if worst is None:
+            return ReplicaView(alias, False, "unknown_lag", None, None)
+        if worst > max_lag:
+            return ReplicaView(alias, False, "lag", worst, None)
+    return ReplicaView(alias, True, None, worst, lsn)
+
+
+def _skipped(view: ReplicaView, primary: str) -> None:
+    from resilient_db.signals import replica_skipped
+
+    _counts[("replica_skipped", view.alias, view.reason or "")] += 1
+    if view.reason in ("unknown_lag",):
+        _ensure_monitor()
+    replica_skipped.send(
+        sender=ReplicaView, alias=view.alias, primary=primary, reason=view.reason, lag=view.lag
+    )
+
+
+def _ensure_monitor() -> None:
+    try:
+        from resilient_db.health.monitor import ensure_monitor
+    except ImportError:  # the monitor is optional for routing; lag stays unknown
+        return
+    ensure_monitor()
+
+
+def fallback(primary: str, reason: str) -> str:
+    """Record that a read goes to ``primary`` for want of a usable replica; return it."""
+    from resilient_db.signals import primary_fallback
+
+    _counts[("primary_fallback", primary, reason)] += 1
+    now = time.monotonic()
+    last = _last_warned.get(primary)
+    if last is None or now - last >= WARN_EVERY:
+        with _warn_lock:
+            last = _last_warned.get(primary)
+            if last is None or now - last >= WARN_EVERY:
+                _last_warned[primary] = now
+                # Rate-limited: with every replica down this happens on every read.
+                logger.warning(
+                    "No usable replica of %r (%s); reads go to the primary.", primary, reason
+                )
+    primary_fallback.send(sender=ReplicaView, alias=primary, reason=reason)
+    return primary
+
+
+def choose_replica(
+    primary: str, g: Groups, unit: Unit | None, *, min_lsn: int | None = None
+) -> str | None:
+    """Return a usable replica of ``primary`` by policy, or None when there is none."""
+    replicas = g.replicas.get(primary)
+    if not replicas:
+        return None
+    s = g.settings
+    max_lag = g.max_lag.get(primary)
+    policy = s.replica_policy
+    sticky = s.sticky_replica and unit is not None
+    if sticky:
+        assert unit is not None
+        chosen = unit.sticky.get(primary)
+        if chosen is not None:
+            view = inspect_replica(chosen, max_lag, max_age=g.lag_max_age, min_lsn=min_lsn)
+            if view.usable:
+                return chosen
+    now = time.time()
+    usable: list[ReplicaView] = []
+    for alias in replicas:
+        view = inspect_replica(
+            alias,
+            max_lag,
+            max_age=g.lag_max_age,
+            need_lag=policy == "least_lag",
+            min_lsn=min_lsn,
+            now=now,
+        )
+        if view.usable:
+            usable.append(view)
+        else:
+            _skipped(view, primary)
+    if not usable:
+        return None
+    if len(usable) == 1:
+        pick = usable[0].alias
+    elif policy == "random":
+        pick = random.choice(usable).alias
+    elif policy == "least_lag":
+        pick = min(usable, key=lambda v: float("inf") if v.lag is None else v.lag).alias
+    else:
+        # itertools.count is advanced atomically under the GIL: no lock needed.
+        pick = usable[next(_round_robin) % len(usable)].alias
+    if sticky:
+        assert unit is not None
+        unit.sticky[primary] = pick
+    return pick
