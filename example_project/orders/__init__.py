@@ -1,0 +1,1 @@
+"""Orders: a small app that reads and writes, used by the example project and its demo."""

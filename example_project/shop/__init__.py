@@ -1,0 +1,1 @@
+"""The shop project: settings, URLs and the WSGI/ASGI entry points."""
