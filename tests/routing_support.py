@@ -63,8 +63,8 @@ class Health:
         self._set(alias, lag=seconds, lag_measured_at=time.time() - age, lsn=lsn)
 
 
-@pytest.fixture
-def health(monkeypatch: pytest.MonkeyPatch) -> Iterator[Health]:
+@pytest.fixture(name="health")
+def health_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Health]:
     """Route against a stand-in registry (pure routing logic; no monitor, no probes)."""
     registry = StandInRegistry()
     fake = types.ModuleType("resilient_db.health.registry")

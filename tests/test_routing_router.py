@@ -10,14 +10,14 @@ from django.test import override_settings
 from resilient_db.routers import (
     PinningReplicaRouter,
     ReplicaRouter,
+    context,
     get_replica,
     use_primary_db,
     use_replica,
 )
-from resilient_db.routers import context
 from resilient_db.routers.choose import routing_stats
 from resilient_db.signals import primary_fallback, replica_skipped
-from tests.routing_support import Health, health  # noqa: F401 - fixture
+from tests.routing_support import Health, health_fixture  # noqa: F401 - fixture
 from tests.testapp.models import Author, Item
 
 THREE = {

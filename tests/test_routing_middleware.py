@@ -1,0 +1,177 @@
+"""PinningMiddleware: the signed cookie, without touching a database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from unittest import mock
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core import signing
+from django.test import AsyncClient, Client
+
+from resilient_db.routers import context
+from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins, parse_lsn
+
+MIDDLEWARE = ["resilient_db.middleware.PinningMiddleware"]
+SALT = "resilient_db.pinning"
+
+
+@pytest.fixture(autouse=True)
+def _pinning_settings(settings: Any) -> Any:
+    settings.MIDDLEWARE = MIDDLEWARE
+    settings.DATABASE_ROUTERS = ["resilient_db.routers.PinningReplicaRouter"]
+    with context.isolated():
+        yield settings
+
+
+def pins_of(client: Client, **cookies: str) -> dict[str, Any]:
+    for k, v in cookies.items():
+        client.cookies[k] = v
+    return json.loads(client.get("/routing/pins/").content)["pins"]  # type: ignore[no-any-return]
+
+
+def test_post_that_writes_nothing_sets_no_cookie(client: Client) -> None:
+    response = client.post("/routing/nothing/")
+    assert response.status_code == 200
+    assert "rdb_pin" not in response.cookies
+
+
+def test_get_that_writes_sets_a_signed_cookie_that_pins(client: Client) -> None:
+    response = client.get("/routing/fake-write/")
+    morsel = response.cookies["rdb_pin"]
+    assert morsel["max-age"] == 15
+    assert morsel["httponly"] is True
+    assert morsel["samesite"] == "Lax"
+    assert morsel["path"] == "/"
+    assert not morsel["secure"]  # tests/settings.py turns SECURE off
+    assert loads_pin(morsel.value, salt=SALT, max_age=15) == {"default": None}
+    assert pins_of(client) == {"default": None}
+
+
+def test_cookie_attributes_are_configurable(client: Client, settings: Any) -> None:
+    settings.RESILIENT_DB = {
+        **settings.RESILIENT_DB,
+        "PINNING": {
+            "COOKIE": "pin",
+            "SECONDS": 2.5,
+            "SECURE": True,
+            "HTTPONLY": False,
+            "SAMESITE": "Strict",
+            "DOMAIN": ".example.com",
+            "PATH": "/app",
+            "SALT": "other",
+        },
+    }
+    morsel = client.get("/routing/fake-write/").cookies["pin"]
+    assert morsel["max-age"] == 3
+    assert morsel["secure"] is True
+    assert not morsel["httponly"]
+    assert morsel["samesite"] == "Strict"
+    assert morsel["domain"] == ".example.com"
+    assert morsel["path"] == "/app"
+    assert loads_pin(morsel.value, salt="other", max_age=3) == {"default": None}
+    assert loads_pin(morsel.value, salt=SALT, max_age=3) == {}
+
+
+def test_seconds_zero_disables_the_cookie(client: Client, settings: Any) -> None:
+    settings.RESILIENT_DB = {**settings.RESILIENT_DB, "PINNING": {"SECONDS": 0}}
+    assert "rdb_pin" not in client.get("/routing/fake-write/").cookies
+
+
+def test_db_write_view_sets_cookie_for_every_group(client: Client) -> None:
+    response = client.get("/routing/marked/")
+    assert loads_pin(response.cookies["rdb_pin"].value, salt=SALT, max_age=15) == {"*": None}
+
+
+def test_response_db_write_false_opts_out(client: Client) -> None:
+    assert "rdb_pin" not in client.post("/routing/opt-out/").cookies
+
+
+def test_writes_outside_groups_do_not_pin(client: Client) -> None:
+    assert "rdb_pin" not in client.get("/routing/fake-write/?alias=sqlite").cookies
+
+
+def test_new_write_keeps_the_pins_still_running(client: Client) -> None:
+    client.get("/routing/fake-write/?alias=default")
+    response = client.get("/routing/fake-write/?alias=mysql")
+    pins = loads_pin(response.cookies["rdb_pin"].value, salt=SALT, max_age=15)
+    assert pins == {"default": None, "mysql": None}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "y",  # django-multidb-router's unsigned cookie
+        "garbage:garbage:garbage",
+        "",
+        "é" * 10,
+        "x" * 5000,
+        signing.dumps({"w": {"default": None}}, salt="wrong-salt"),
+        signing.dumps({"w": {"default": None}}, salt=SALT, key="not-the-secret-key"),
+        signing.dumps({"w": "default"}, salt=SALT),
+        signing.dumps(["default"], salt=SALT),
+        signing.dumps({"w": {"default": "lots"}}, salt=SALT),
+        signing.dumps({"w": {"default": True}}, salt=SALT),
+        signing.dumps({"w": {"not-an-alias": None}}, salt=SALT),
+    ],
+)
+def test_forged_or_malformed_cookie_is_ignored(client: Client, value: str) -> None:
+    client.cookies["rdb_pin"] = value
+    response = client.get("/routing/pins/")
+    assert response.status_code == 200
+    assert json.loads(response.content)["pins"] == {}
+
+
+def test_tampered_cookie_is_ignored(client: Client) -> None:
+    good = dumps_pin({"default": None}, salt=SALT)
+    payload, _, rest = good.partition(":")
+    for bad in (payload[:-1] + ("A" if payload[-1] != "A" else "B") + ":" + rest, good[:-1] + "x"):
+        assert pins_of(client, rdb_pin=bad) == {}
+    assert pins_of(client, rdb_pin=good) == {"default": None}
+
+
+def test_expired_cookie_is_ignored(client: Client) -> None:
+    with mock.patch("django.core.signing.time.time", return_value=time.time() - 16):
+        old = dumps_pin({"default": None}, salt=SALT)
+    assert pins_of(client, rdb_pin=old) == {}
+    with mock.patch("django.core.signing.time.time", return_value=time.time() - 10):
+        recent = dumps_pin({"default": None}, salt=SALT)
+    assert pins_of(client, rdb_pin=recent) == {"default": None}
+
+
+def test_cookie_signed_with_a_fallback_key_still_pins(client: Client, settings: Any) -> None:
+    old = signing.dumps({"w": {"default": None}}, salt=SALT, key="previous-secret", compress=True)
+    settings.SECRET_KEY_FALLBACKS = ["previous-secret"]
+    assert pins_of(client, rdb_pin=old) == {"default": None}
+
+
+def test_async_middleware_and_concurrent_requests_are_isolated() -> None:
+    async_to_sync(_async_isolation)()
+
+
+async def _async_isolation() -> None:
+    pinned_client, plain_client = AsyncClient(), AsyncClient()
+    response = await pinned_client.get("/routing/fake-write/")
+    assert "rdb_pin" in response.cookies
+    pinned_client.cookies["rdb_pin"] = response.cookies["rdb_pin"].value
+
+    async def pins(c: AsyncClient) -> dict[str, Any]:
+        r = await c.get("/routing/pins/")
+        return json.loads(r.content)["pins"]  # type: ignore[no-any-return]
+
+    results = await asyncio.gather(*[pins(c) for c in [pinned_client, plain_client] * 10])
+    assert results == [{"default": None}, {}] * 10
+    response = await plain_client.post("/routing/nothing/")
+    assert "rdb_pin" not in response.cookies
+
+
+def test_lsn_helpers() -> None:
+    assert parse_lsn("0/3000148") == 0x3000148
+    assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert parse_lsn("nonsense") is None
+    assert merge_pins({"a": 5, "b": None}, {"a": 9, "b": 3, "c": 1}) == {"a": 9, "b": None, "c": 1}
+    assert merge_pins({"a": 5}, {"a": None}) == {"a": None}
