@@ -1,0 +1,317 @@
+"""Where health records live: this process only, or a shared Django cache.
+
+A store keeps whole :class:`TargetHealth` records under the target's key. The
+registry does all the reasoning; a store only reads, writes, and hands out
+short leases (the half-open probe, the lag check) that must be exclusive across
+every process sharing it.
+
+:class:`LocalStore` is a dict. :class:`CacheStore` writes through to a Django
+cache (Redis in production) and serves the hot path from a local copy that one
+thread refreshes at most every ``LOCAL_TTL`` seconds, so a query pays no cache
+round trip; the others keep reading the copy meanwhile. When the cache fails,
+the store logs it (at most every 30 s) and carries on with what it has: the
+site keeps working with per-process health.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from resilient_db.health.records import TargetHealth
+
+logger = logging.getLogger("resilient_db.health")
+
+__all__ = ["CacheStore", "LocalStore", "Store", "make_store"]
+
+
+class Store(Protocol):
+    """What the registry needs from a store."""
+
+    shared: bool
+
+    def read(self, key: str) -> TargetHealth | None:
+        """Return the record as this process knows it (hot path; may be LOCAL_TTL old)."""
+
+    def fresh(self, key: str) -> TargetHealth | None:
+        """Return the authoritative record (used before every write)."""
+
+    def write(self, record: TargetHealth, *, share: bool = True) -> None:
+        """Store ``record``; ``share=False`` may keep it local for a while."""
+
+    def acquire(self, key: str, lease: float) -> bool:
+        """Take the half-open probe lease of ``key``; True for exactly one caller."""
+
+    def release(self, key: str) -> None:
+        """Give the probe lease of ``key`` back."""
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """Return True for one caller per ``seconds`` (e.g. one lag check per interval)."""
+
+    def records(self) -> list[TargetHealth]:
+        """Return every record known to the store."""
+
+    def clear(self) -> None:
+        """Forget every record."""
+
+
+class LocalStore:
+    """Records in a dict of this process; writes are serialised by the registry."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._data: dict[str, TargetHealth] = {}
+        # The hot path is the dict's own get: one C call, no lock. A single
+        # item assignment is atomic, so readers see the old or the new record.
+        self.read = self._data.get  # type: ignore[method-assign, assignment]
+        self._claims: dict[str, float] = {}
+        self._claims_lock = threading.Lock()
+
+    def read(self, key: str) -> TargetHealth | None:
+        """Return the record of ``key`` (replaced by the dict's own ``get``)."""
+        return self._data.get(key)
+
+    def fresh(self, key: str) -> TargetHealth | None:
+        """Return the record of ``key``."""
+        return self._data.get(key)
+
+    def write(self, record: TargetHealth, *, share: bool = True) -> None:
+        """Store ``record``."""
+        self._data[record.key] = record
+
+    def acquire(self, key: str, lease: float) -> bool:
+        """Return True: the registry's lock already makes the probe exclusive here."""
+        return True
+
+    def release(self, key: str) -> None:
+        """Nothing to release in-process."""
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """Return True at most once per ``seconds`` for ``name``."""
+        now = time.monotonic()
+        with self._claims_lock:
+            if self._claims.get(name, -math.inf) > now:
+                return False
+            self._claims[name] = now + seconds
+            return True
+
+    def records(self) -> list[TargetHealth]:
+        """Return every record."""
+        return list(self._data.values())
+
+    def clear(self) -> None:
+        """Forget every record."""
+        self._data.clear()
+        with self._claims_lock:
+            self._claims.clear()
+
+
+# How long a local-only update (latency of an already healthy target) may wait
+# before it is shared; state changes are always shared at once.
+SHARE_EVERY = 5.0
+# Records outlive any outage worth remembering, then the cache drops them.
+RECORD_TIMEOUT = 86400
+_ERROR_LOG_EVERY = 30.0
+
+
+class CacheStore:
+    """Records shared through a Django cache, read from a local copy."""
+
+    shared = True
+
+    def __init__(
+        self,
+        cache_alias: str = "default",
+        *,
+        local_ttl: float = 0.5,
+        prefix: str = "resilient_db:health:v1:",
+        ttl_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from django.core.cache import caches
+
+        caches[cache_alias]  # noqa: B018 - fail now (InvalidCacheBackendError) rather than per query
+        self.cache_alias = cache_alias
+        self.local_ttl = local_ttl
+        self.prefix = prefix
+        self._clock = ttl_clock
+        self._local: dict[str, TargetHealth] = {}
+        self._known: dict[str, None] = {}  # keys this process asked about (ordered set)
+        self._indexed: set[str] = set()
+        self._shared_at: dict[str, float] = {}
+        self._refresh_at = -math.inf
+        self._refresh_lock = threading.Lock()
+        self._error_logged_at = -math.inf
+
+    # The cache object is per thread in Django; look it up on each use.
+    @property
+    def _cache(self) -> Any:
+        from django.core.cache import caches
+
+        return caches[self.cache_alias]
+
+    def _ck(self, key: str) -> str:
+        # Hash: memcached refuses spaces and long keys; the record carries the key.
+        return self.prefix + hashlib.sha1(key.encode()).hexdigest()[:32]
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        now = self._clock()
+        if now - self._error_logged_at >= _ERROR_LOG_EVERY:
+            self._error_logged_at = now
+            logger.warning(
+                "health cache %r failed to %s (%s); using this process's copy",
+                self.cache_alias,
+                what,
+                type(exc).__name__,
+            )
+
+    def read(self, key: str) -> TargetHealth | None:
+        """Return the local copy of ``key``'s record, refreshing it when due."""
+        if self._clock() >= self._refresh_at:
+            self._refresh(force=False)
+        record = self._local.get(key)
+        if record is None and key not in self._known:
+            # First question about this key here: fetch it now (once), so a
+            # new process does not use a target its siblings know is down.
+            self._known[key] = None
+            self._refresh(force=True)
+            record = self._local.get(key)
+        return record
+
+    def _refresh(self, *, force: bool) -> None:
+        # One thread refreshes; the others keep using the copy they have.
+        if not self._refresh_lock.acquire(blocking=False):
+            return
+        try:
+            if not force and self._clock() < self._refresh_at:
+                return
+            keys = list(self._known)
+            try:
+                got = self._cache.get_many([self._ck(k) for k in keys]) if keys else {}
+            except Exception as exc:  # noqa: BLE001 - any cache failure: keep the stale copy
+                self._failed("read", exc)
+                self._refresh_at = self._clock() + max(self.local_ttl, 1.0)
+                return
+            fresh: dict[str, TargetHealth] = {}
+            for key in keys:
+                record = got.get(self._ck(key))
+                if isinstance(record, TargetHealth) and record.key == key:
+                    fresh[key] = record
+            self._local = fresh
+            self._refresh_at = self._clock() + self.local_ttl
+        finally:
+            self._refresh_lock.release()
+
+    def fresh(self, key: str) -> TargetHealth | None:
+        """Return the cache's record of ``key`` (the local copy if the cache fails)."""
+        self._known.setdefault(key, None)
+        try:
+            record = self._cache.get(self._ck(key))
+        except Exception as exc:  # noqa: BLE001 - any cache failure: fall back to the local copy
+            self._failed("read", exc)
+            return self._local.get(key)
+        if isinstance(record, TargetHealth) and record.key == key:
+            self._local = {**self._local, key: record}
+            return record
+        return None
+
+    def write(self, record: TargetHealth, *, share: bool = True) -> None:
+        """Store ``record`` locally and, unless deferred, in the cache."""
+        key = record.key
+        self._known.setdefault(key, None)
+        self._local = {**self._local, key: record}
+        now = self._clock()
+        if not share and now - self._shared_at.get(key, -math.inf) < SHARE_EVERY:
+            return
+        try:
+            self._cache.set(self._ck(key), record, RECORD_TIMEOUT)
+            if key not in self._indexed:
+                self._add_to_index(key)
+        except Exception as exc:  # noqa: BLE001 - any cache failure: the local copy still holds it
+            self._failed("write", exc)
+            return
+        self._shared_at[key] = now
+
+    def _add_to_index(self, key: str) -> None:
+        # Best effort (two processes may race); the index only serves records().
+        cache = self._cache
+        index = cache.get(self.prefix + "index") or set()
+        if key not in index:
+            cache.set(self.prefix + "index", {*index, key}, RECORD_TIMEOUT)
+        self._indexed.add(key)
+
+    def _lease_seconds(self, seconds: float) -> int:
+        # Django's Redis backend truncates timeouts to whole seconds, and 0
+        # would mean "expire at once".
+        return max(1, math.ceil(seconds))
+
+    def acquire(self, key: str, lease: float) -> bool:
+        """Take the probe lease of ``key`` with an atomic cache ``add``."""
+        try:
+            return bool(self._cache.add(self._ck(key) + ":probe", 1, self._lease_seconds(lease)))
+        except Exception as exc:  # noqa: BLE001 - cache down: this process's lock decides alone
+            self._failed("lease", exc)
+            return True
+
+    def release(self, key: str) -> None:
+        """Give the probe lease of ``key`` back."""
+        try:
+            self._cache.delete(self._ck(key) + ":probe")
+        except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+            self._failed("release", exc)
+
+    def claim(self, name: str, seconds: float) -> bool:
+        """Return True for one caller (in any process) per ``seconds``."""
+        key = self.prefix + "claim:" + hashlib.sha1(name.encode()).hexdigest()[:32]
+        try:
+            return bool(self._cache.add(key, 1, self._lease_seconds(seconds)))
+        except Exception as exc:  # noqa: BLE001 - cache down: every process checks for itself
+            self._failed("claim", exc)
+            return True
+
+    def records(self) -> list[TargetHealth]:
+        """Return every record in the cache index plus those this process knows."""
+        try:
+            index = self._cache.get(self.prefix + "index") or set()
+            keys = list(dict.fromkeys([*index, *self._known]))
+            got = self._cache.get_many([self._ck(k) for k in keys]) if keys else {}
+        except Exception as exc:  # noqa: BLE001 - cache down: report the local copy
+            self._failed("read", exc)
+            return list(self._local.values())
+        out = [got.get(self._ck(k)) for k in keys]
+        return [r for r in out if isinstance(r, TargetHealth)]
+
+    def clear(self) -> None:
+        """Delete every record of this prefix from the cache and the local copy."""
+        try:
+            cache = self._cache
+            index = cache.get(self.prefix + "index") or set()
+            keys = set(index) | set(self._known)
+            names = [self._ck(k) for k in keys]
+            cache.delete_many([*names, *(n + ":probe" for n in names), self.prefix + "index"])
+        except Exception as exc:  # noqa: BLE001 - cache down: at least forget locally
+            self._failed("clear", exc)
+        self._local = {}
+        self._known.clear()
+        self._indexed.clear()
+        self._shared_at.clear()
+        self._refresh_at = -math.inf
+
+    def forget_local(self, keys: Iterable[str] | None = None) -> None:
+        """Drop the local copy (tests; the next read refetches)."""
+        self._local = {} if keys is None else {
+            k: v for k, v in self._local.items() if k not in set(keys)
+        }
+        self._refresh_at = -math.inf
+
+
+def make_store(store: str, cache_alias: str, local_ttl: float) -> Store:
+    """Return the store named in ``RESILIENT_DB["REGISTRY"]``."""
+    if store == "cache":
+        return CacheStore(cache_alias, local_ttl=local_ttl)
+    return LocalStore()
