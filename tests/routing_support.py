@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +37,9 @@ class StandInRegistry:
     def reset(self) -> None:
         self.state.clear()
 
+    def now(self) -> float:
+        return time.time()
+
 
 class Health:
     """Set what the (stand-in) registry says about replica aliases."""
@@ -67,9 +68,7 @@ class Health:
 def health_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Health]:
     """Route against a stand-in registry (pure routing logic; no monitor, no probes)."""
     registry = StandInRegistry()
-    fake = types.ModuleType("resilient_db.health.registry")
-    fake.get_registry = lambda: registry  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "resilient_db.health.registry", fake)
+    monkeypatch.setattr("resilient_db.routers.choose.get_registry", lambda: registry)
     monkeypatch.setattr("resilient_db.routers.choose._ensure_monitor", lambda: None)
     reset_stats()
     with context.isolated():

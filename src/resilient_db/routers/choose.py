@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from resilient_db.conf import ResilientSettings, get_settings
+from resilient_db.health.registry import get_registry
+from resilient_db.health.targets import targets_for
 from resilient_db.routers.context import Unit
 
 logger = logging.getLogger("resilient_db.routers")
@@ -117,16 +119,13 @@ def inspect_replica(
     now: float | None = None,
 ) -> ReplicaView:
     """Return whether ``alias`` may serve a read, from the registry only."""
-    from resilient_db.health.registry import get_registry
-    from resilient_db.health.targets import targets_for
-
     registry = get_registry()
     available = [t for t in targets_for(alias) if registry.is_available(t)]
     if not available:
         return ReplicaView(alias, False, "down", None, None)
     if max_lag is None and not need_lag and min_lsn is None:
         return ReplicaView(alias, True, None, None, None)
-    now = time.time() if now is None else now
+    now = registry.now() if now is None else now
     worst: float | None = 0.0
     lsn: int | None = None
     for t in available:
@@ -215,7 +214,7 @@ def choose_replica(
             view = inspect_replica(chosen, max_lag, max_age=g.lag_max_age, min_lsn=min_lsn)
             if view.usable:
                 return chosen
-    now = time.time()
+    now = get_registry().now()
     usable: list[ReplicaView] = []
     for alias in replicas:
         view = inspect_replica(
