@@ -1,7 +1,158 @@
-"""The mixin that makes a vendor ``DatabaseWrapper`` resilient."""
+"""The mixin that makes a vendor ``DatabaseWrapper`` resilient.
+
+``class DatabaseWrapper(ResilientMixin, vendor.DatabaseWrapper)`` keeps the
+vendor's ``vendor``, ``Database``, features, operations and exception
+translation; the mixin only overrides Django's documented extension points:
+
+* ``connect`` / ``get_connection_params``: choose a healthy target (the
+  alias's own server or a peer) with per-attempt timeouts (failover.py);
+* ``ensure_connection``: replace a dead connection before use, never inside
+  a transaction (rule 1);
+* ``_commit``: a COMMIT that dies is outcome-unknown, never retried (rule 4);
+* one execute wrapper for retry of reads and outcome-unknown writes (retry.py).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import TYPE_CHECKING, Any
 
-class ResilientMixin:
-    """Placeholder: reconnect, retry and failover are added over the vendor wrapper."""
+from django.db import DatabaseError
+
+from resilient_db import signals
+from resilient_db.backends.failover import connect_with_failover, discard_connection
+from resilient_db.backends.liveness import driver_says_closed
+from resilient_db.backends.retry import report_failure, retry_wrapper
+from resilient_db.backends.timeouts import apply_connect_timeout
+from resilient_db.conf import get_settings
+from resilient_db.exceptions import OutcomeUnknown
+
+if TYPE_CHECKING:
+    import select
+
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from resilient_db.health.targets import Target
+
+    _Base = BaseDatabaseWrapper
+else:
+    _Base = object
+
+logger = logging.getLogger("resilient_db.backends")
+
+
+class ResilientMixin(_Base):
+    """Reconnect, safe retry, peer failover and role checks over any vendor wrapper."""
+
+    # Class defaults keep the hot path free of getattr() fallbacks.
+    _rdb_target: Target | None = None
+    _rdb_poller: select.poll | None = None
+    _rdb_last_used: float = 0.0
+    _rdb_idle_ping: float = 0.0
+    _rdb_connecting: bool = False
+    _rdb_discard: bool = False
+    _rdb_want_writer: bool = False
+    _rdb_deadline: float | None = None
+    _rdb_attempt_timeout: float = 2.0
+    _rdb_reconnect_reason: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rdb_install_wrapper()
+
+    def _rdb_install_wrapper(self) -> None:
+        # Outermost position (index 0): a retry re-runs every inner wrapper too.
+        if retry_wrapper not in self.execute_wrappers:
+            self.execute_wrappers.insert(0, retry_wrapper)
+
+    # ----- connecting -------------------------------------------------------
+
+    def get_connection_params(self) -> dict[str, Any]:
+        """Return the driver parameters of the target being connected to."""
+        target = self._rdb_target
+        original = self.settings_dict
+        merged = target.settings_dict(original) if target is not None and target.overrides else None
+        if merged is not None:
+            # A merged copy for this call only: the alias's own dict is never
+            # replaced (django-proxysql lost alias options and test renames so).
+            self.settings_dict = merged
+        try:
+            params: dict[str, Any] = super().get_connection_params()
+        finally:
+            self.settings_dict = original
+        options = (merged or original).get("OPTIONS") or {}
+        apply_connect_timeout(self.vendor, params, options, self._rdb_attempt_timeout)
+        return params
+
+    def connect(self) -> None:
+        """Connect to the first healthy target of the alias (own server, then peers)."""
+        self._rdb_install_wrapper()
+        connect_with_failover(self)
+        self._rdb_idle_ping = get_settings().health.idle_ping_after
+        self._rdb_last_used = time.monotonic()
+        reason = self._rdb_reconnect_reason
+        if reason is not None:
+            self._rdb_reconnect_reason = None
+            label = self._rdb_target.label if self._rdb_target is not None else None
+            logger.info("Reconnected %r to %s (%s)", self.alias, label, reason)
+            signals.reconnected.send(
+                sender=type(self), alias=self.alias, target=label, reason=reason
+            )
+
+    def _rdb_vendor_connect(self) -> None:
+        super().connect()
+
+    def ensure_connection(self) -> None:
+        """Guarantee a live connection; replace a dead one outside a transaction."""
+        if self.connection is not None and not self.in_atomic_block and self.autocommit:
+            now = time.monotonic()
+            if self._rdb_discard or self._rdb_suspect(now):
+                self._rdb_replace_if_dead()
+            self._rdb_last_used = now
+        super().ensure_connection()
+
+    def _rdb_suspect(self, now: float) -> bool:
+        poller = self._rdb_poller
+        if poller is not None and poller.poll(0):
+            # An idle socket with something to read: a FATAL message or EOF.
+            return True
+        if self._rdb_idle_ping and now - self._rdb_last_used > self._rdb_idle_ping:
+            return True
+        return driver_says_closed(self.connection)
+
+    def _rdb_replace_if_dead(self) -> None:
+        if self._rdb_discard:
+            reason = "role_changed"
+        elif driver_says_closed(self.connection) or not self.is_usable():
+            reason = "dead_connection"
+            from resilient_db.health.errors import Category
+
+            report_failure(self, OSError("connection found dead before use"), Category.CONNECTION_LOST)
+        else:
+            # Readable but alive (a NOTIFY, a notice): keep it and watch again.
+            return
+        discard_connection(self)
+        self._rdb_reconnect_reason = reason
+        # The next ensure_connection() step opens the replacement.
+
+    # ----- transactions -----------------------------------------------------
+
+    def _commit(self) -> None:
+        try:
+            super()._commit()  # type: ignore[misc]
+        except DatabaseError as exc:
+            from resilient_db.health.errors import classify
+
+            category = classify(exc, connection=self.connection)
+            if not category.connection_unusable:
+                raise
+            report_failure(self, exc, category)
+            logger.warning(
+                "COMMIT on %r lost its connection (%s): outcome unknown, not retried",
+                self.alias, category.value,
+            )
+            raise OutcomeUnknown(
+                f"COMMIT on {self.alias!r} lost its connection ({category.value}); the "
+                "transaction may or may not have been committed and was not retried."
+            ) from exc

@@ -1,3 +1,5 @@
+"""Resilient mysql backend: Django's own mysql backend with reconnect, retry and failover."""
+
 from __future__ import annotations
 
 from django.db.backends.mysql import base
@@ -6,4 +8,4 @@ from resilient_db.backends.base import ResilientMixin
 
 
 class DatabaseWrapper(ResilientMixin, base.DatabaseWrapper):
-    pass
+    """Django's mysql ``DatabaseWrapper`` made resilient."""

@@ -1,3 +1,5 @@
+"""Resilient PostGIS backend: Django's PostGIS backend with reconnect, retry and failover."""
+
 from __future__ import annotations
 
 from django.contrib.gis.db.backends.postgis import base
@@ -6,4 +8,4 @@ from resilient_db.backends.base import ResilientMixin
 
 
 class DatabaseWrapper(ResilientMixin, base.DatabaseWrapper):
-    pass
+    """Django's PostGIS ``DatabaseWrapper`` made resilient."""

@@ -1,3 +1,5 @@
+"""Resilient postgresql backend: Django's own postgresql backend with reconnect, retry and failover."""
+
 from __future__ import annotations
 
 from django.db.backends.postgresql import base
@@ -6,4 +8,4 @@ from resilient_db.backends.base import ResilientMixin
 
 
 class DatabaseWrapper(ResilientMixin, base.DatabaseWrapper):
-    pass
+    """Django's postgresql ``DatabaseWrapper`` made resilient."""

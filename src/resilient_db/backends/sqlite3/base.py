@@ -1,3 +1,5 @@
+"""Resilient sqlite3 backend: Django's own sqlite3 backend with reconnect, retry and failover."""
+
 from __future__ import annotations
 
 from django.db.backends.sqlite3 import base
@@ -6,4 +8,4 @@ from resilient_db.backends.base import ResilientMixin
 
 
 class DatabaseWrapper(ResilientMixin, base.DatabaseWrapper):
-    pass
+    """Django's sqlite3 ``DatabaseWrapper`` made resilient."""

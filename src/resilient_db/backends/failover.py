@@ -1,0 +1,195 @@
+"""Open a connection on the best healthy target of an alias (DESIGN rule 2).
+
+The alias's own server and its ``PEERS`` are tried in the order the health
+registry plans. Nothing has been sent while connecting, so every failure here
+is safe to retry: the target is reported to the registry and the next one is
+tried, each attempt bounded by ``CONNECT_TIMEOUT`` and all of them by the retry
+deadline. When every target is down the caller gets one
+:class:`~resilient_db.exceptions.AllTargetsDown` naming each target and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.db import DatabaseError
+
+from resilient_db import signals
+from resilient_db.backends import liveness
+from resilient_db.backends.roles import server_is_read_only
+from resilient_db.conf import get_settings
+from resilient_db.exceptions import AllTargetsDown, Attempt
+from resilient_db.health.errors import Category, classify
+from resilient_db.health.redact import mask, secrets_of
+from resilient_db.health.targets import Target, build_targets
+
+if TYPE_CHECKING:
+    from resilient_db.backends.base import ResilientMixin
+
+logger = logging.getLogger("resilient_db.backends")
+
+# The shortest pause between two rounds over the targets, so callers that lost
+# the half-open probe to another thread do not spin.
+_MIN_PAUSE = 0.02
+
+
+class TargetIsReadOnly(Exception):
+    """Internal: a target opened fine but refuses writes and a writer is wanted."""
+
+
+def targets_of(db: ResilientMixin) -> tuple[Target, ...]:
+    """Return the targets of ``db`` from its live settings_dict (own server first)."""
+    cfg = get_settings().alias(db.alias)
+    targets = build_targets(db.alias, db.settings_dict, cfg)
+    if db.settings_dict["OPTIONS"].get("pool"):
+        # psycopg's pool is built once from one set of parameters: it serves
+        # the alias's own server only (docs/backends.md, "Connection pools").
+        return targets[:1]
+    return targets
+
+
+def connect_with_failover(db: ResilientMixin) -> None:
+    """Connect ``db`` to the first target of the plan that accepts, or raise AllTargetsDown."""
+    from resilient_db.health.registry import get_registry
+
+    settings = get_settings()
+    cfg = settings.alias(db.alias)
+    registry = get_registry()
+    targets = targets_of(db)
+    start = time.monotonic()
+    deadline = db._rdb_deadline if db._rdb_deadline is not None else start + settings.retry.deadline
+    want_writer = cfg.role == "primary" or db._rdb_want_writer
+    secrets = secrets_of(db.settings_dict, *(t.overrides for t in targets))
+    attempts: list[Attempt] = []
+    failed: list[tuple[Target, Category]] = []
+    tried_once = False
+    while True:
+        plan = _order(registry.plan(targets, cfg.policy), registry, want_writer)
+        for target in plan:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and tried_once:
+                break
+            tried_once = True
+            began = time.monotonic()
+            try:
+                _attempt(db, target, max(remaining, 0.0), settings.connect_timeout, want_writer)
+            except TargetIsReadOnly:
+                registry.record_role(target, "replica")
+                attempts.append(Attempt(target.label, Category.READ_ONLY.value, "server is read-only"))
+                failed.append((target, Category.READ_ONLY))
+                continue
+            except (DatabaseError, OSError, _driver_error(db)) as exc:
+                category = classify(exc, connecting=True)
+                if not category.target_failed:
+                    # A wrong password or database name is a configuration
+                    # error, not an outage: say so now instead of failing over.
+                    raise
+                registry.record_failure(target, exc, category)
+                attempts.append(Attempt(target.label, category.value, mask(str(exc), secrets)))
+                failed.append((target, category))
+                continue
+            registry.record_success(target, time.monotonic() - began)
+            if failed:
+                _announce_failover(db, failed, target)
+            return
+        remaining = deadline - time.monotonic()
+        pause = _pause(registry, targets, settings.retry.backoff)
+        if remaining <= 0 or pause is None or pause >= remaining:
+            break
+        time.sleep(pause)
+    if not attempts:
+        attempts = [_remembered(registry, t) for t in targets]
+    error = AllTargetsDown(db.alias, attempts)
+    logger.error("%s", error)
+    raise error
+
+
+def _attempt(
+    db: ResilientMixin, target: Target, remaining: float, connect_timeout: float, want_writer: bool
+) -> None:
+    db._rdb_target = target
+    # Never wait past the deadline, but give a last attempt a fair chance.
+    db._rdb_attempt_timeout = max(min(connect_timeout, remaining), 0.5)
+    db._rdb_connecting = True
+    try:
+        db._rdb_vendor_connect()
+        if want_writer and server_is_read_only(db.vendor, db.connection):
+            raise TargetIsReadOnly(target.label)
+    except BaseException:
+        # django-proxysql leaked a half-initialised handle here: a connection
+        # opened by get_new_connection whose init_connection_state failed.
+        discard_connection(db)
+        raise
+    finally:
+        db._rdb_connecting = False
+    db._rdb_poller = liveness.make_poller(db.connection)
+    db._rdb_want_writer = False
+    db._rdb_discard = False
+
+
+def discard_connection(db: ResilientMixin) -> None:
+    """Close ``db``'s driver connection without raising and forget it (outside a transaction)."""
+    conn = db.connection
+    db._rdb_poller = None
+    if conn is None:
+        return
+    # Closing a dead connection may fail in any way; it is gone anyway.
+    with contextlib.suppress(Exception):
+        db.close()
+    if not db.in_atomic_block:
+        db.connection = None
+
+
+def _driver_error(db: ResilientMixin) -> type[Exception]:
+    error: type[Exception] = db.Database.Error  # type: ignore[attr-defined]
+    return error
+
+
+def _order(plan: Sequence[Target], registry: Any, want_writer: bool) -> list[Target]:
+    if not want_writer:
+        return list(plan)
+    # Known read-only targets go last: they are re-checked on connect (a
+    # promoted replica becomes usable) but never before a possible writer.
+    writers = [t for t in plan if registry.health(t).role != "replica"]
+    return writers + [t for t in plan if t not in writers]
+
+
+def _pause(registry: Any, targets: Sequence[Target], backoff: float) -> float | None:
+    now = time.monotonic()
+    due: list[float] = []
+    for target in targets:
+        at = registry.health(target).next_probe_at
+        if at is not None:
+            due.append(at - now)
+    if not due:
+        return max(backoff, _MIN_PAUSE)
+    return max(min(due), _MIN_PAUSE)
+
+
+def _remembered(registry: Any, target: Target) -> Attempt:
+    health = registry.health(target)
+    return Attempt(
+        target.label,
+        str(health.last_category or "down"),
+        str(health.last_error or "marked down; not due for a re-check yet"),
+    )
+
+
+def _announce_failover(
+    db: ResilientMixin, failed: Sequence[tuple[Target, Category]], target: Target
+) -> None:
+    source, category = failed[0]
+    if source == target:
+        return
+    logger.warning(
+        "Failover on %r: %s failed (%s), connected to %s",
+        db.alias, source.label, category.value, target.label,
+    )
+    signals.failover.send(
+        sender=type(db), alias=db.alias, from_target=source.label, to_target=target.label,
+        category=category.value,
+    )

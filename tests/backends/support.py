@@ -1,0 +1,91 @@
+"""Helpers for the backend tests: ad-hoc aliases on the test bed, signal capture."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import connections
+from django.dispatch import Signal
+
+from resilient_db import signals
+
+
+def pg_backend_pid(alias: str = "default") -> int:
+    """Return the server pid of ``alias``'s current session (opening one if needed)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def maria_connection_id(alias: str = "mysql") -> int:
+    """Return the MariaDB connection id of ``alias``'s current session."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        return int(cursor.fetchone()[0])
+
+
+@contextmanager
+def persistent(alias: str, max_age: float | None = None) -> Iterator[None]:
+    """Give ``alias`` persistent connections (CONN_MAX_AGE) for the block."""
+    conn = connections[alias]
+    old = conn.settings_dict["CONN_MAX_AGE"]
+    conn.close()
+    conn.settings_dict["CONN_MAX_AGE"] = max_age
+    try:
+        yield
+    finally:
+        conn.close()
+        conn.settings_dict["CONN_MAX_AGE"] = old
+
+
+@contextmanager
+def adhoc_alias(name: str, base: str, **overrides: Any) -> Iterator[Any]:
+    """Register a new alias ``name`` built from ``base``'s live settings plus ``overrides``.
+
+    The ORM reaches it with ``using(name)``; it is not in DATABASES, so the
+    test runner never creates or flushes anything for it.
+    """
+    settings_dict = copy.deepcopy(connections[base].settings_dict)
+    settings_dict.update(overrides)
+    backend = type(connections[base])
+    wrapper = backend(settings_dict, alias=name)
+    connections[name] = wrapper
+    try:
+        yield wrapper
+    finally:
+        wrapper.close()
+        del connections[name]
+
+
+class Captured:
+    """Signals received during a block: ``captured[signal] -> [kwargs, ...]``."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[dict[str, Any]]] = {}
+
+    def __getitem__(self, name: str) -> list[dict[str, Any]]:
+        return self.events.get(name, [])
+
+
+@contextmanager
+def capture_signals() -> Iterator[Captured]:
+    """Record every project signal sent during the block."""
+    captured = Captured()
+    receivers: list[tuple[Signal, Any]] = []
+    for name in ("target_down", "target_up", "reconnected", "query_retried", "failover"):
+        signal: Signal = getattr(signals, name)
+
+        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
+            kwargs.pop("signal", None)
+            captured.events.setdefault(_name, []).append(kwargs)
+
+        signal.connect(receiver, weak=False)
+        receivers.append((signal, receiver))
+    try:
+        yield captured
+    finally:
+        for signal, receiver in receivers:
+            signal.disconnect(receiver)
