@@ -188,12 +188,12 @@ class _Job:
         finished = self.done.wait(max(0.0, deadline - time.monotonic()))
         if not finished:
             self.holder.cancel()
-            exc = ProbeTimeout(f"no answer within {self.timeout:g}s")
+            timed_out = ProbeTimeout(f"no answer within {self.timeout:g}s")
             return (
                 ProbeResult(
-                    self.target, False, category=Category.CANNOT_CONNECT, error=str(exc)
+                    self.target, False, category=Category.CANNOT_CONNECT, error=str(timed_out)
                 ),
-                exc,
+                timed_out,
             )
         if self.error is not None:
             exc = self.error
