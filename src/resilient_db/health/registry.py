@@ -80,7 +80,7 @@ class Registry:
         self._send_signals = send_signals
         self._lock = threading.Lock()
         self._read = self.store.read
-        self._max_wait = self.max_check_interval + self.probe_lease
+        self.max_wait = self.max_check_interval + self.probe_lease
         self._wants_primary: dict[str, bool] = {}
         self._secrets: dict[str, frozenset[str]] = {}
         self._rr: dict[str, itertools.count[int]] = {}
@@ -111,7 +111,7 @@ class Registry:
             else:
                 if now is None:
                     now = self.clock()
-                if record.due(now, self._max_wait):
+                if record.due(now, self.max_wait):
                     due.append(target)
         ordered = self._order(available, policy)
         for target in due:
@@ -150,7 +150,7 @@ class Registry:
                 # No clock-jump shortcut here: a lease ends only by time or report.
                 if now < (record.next_check_at or 0.0):
                     return False
-            elif not record.due(now, self._max_wait):
+            elif not record.due(now, self.max_wait):
                 return False
             if not self.store.acquire(target.key, self.probe_lease):
                 return False
