@@ -1,0 +1,67 @@
+"""Fixtures of the chaos soak and the hook that prints its report at the end of the run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from resilient_db.testing.bed_config import BedConfig, BedError
+from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
+from resilient_db.testing.faults_lag import ReplicaLag
+from resilient_db.testing.faults_maria import MariaKiller
+from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
+from tests.chaos.controller import Tools
+
+REPORTS: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="session")
+def release_pooled_sessions(django_db_setup: None, bed: BedConfig) -> Iterator[None]:
+    """Make PgBouncer drop its pooled server links to the test database at the end.
+
+    The soak reaches the test database through both PgBouncers; their idle server
+    connections would otherwise keep it busy and DROP DATABASE would fail.
+    """
+    from django.db import connections
+
+    name = connections["default"].settings_dict["NAME"]
+    yield
+    for bouncer in ("pgbouncer_a", "pgbouncer_b"):
+        console = BouncerAdmin(bouncer, bed)
+        with contextlib.suppress(BedError, TimeoutError, OSError):
+            console.command(f'KILL "{name}"')
+        with contextlib.suppress(BedError, TimeoutError, OSError):
+            console.command(f'RESUME "{name}"')
+
+
+@pytest.fixture
+def chaos_tools(
+    bed: BedConfig,
+    server_control: ServerControl,
+    kill_peer: PeerKiller,
+    freeze_peer: Freezer,
+    pgbouncer_admin: Callable[[str], BouncerAdmin],
+    replica_lag: ReplicaLag,
+    pg_terminate: PgTerminator,
+    maria_kill: MariaKiller,
+    release_pooled_sessions: None,
+) -> Tools:
+    """Return the fault objects; their fixtures undo every fault at teardown."""
+    return Tools(
+        servers=server_control,
+        killer=kill_peer,
+        freezer=freeze_peer,
+        bouncer=pgbouncer_admin,
+        lag=replica_lag,
+        pg_terminate=pg_terminate,
+        maria_kill=maria_kill,
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print every soak report collected in this session."""
+    for nodeid, text in REPORTS:
+        terminalreporter.section(f"chaos soak: {nodeid}")
+        terminalreporter.write(text)
