@@ -54,19 +54,22 @@ if STOCK:
     DATABASE_ROUTERS = ["shop.routers.PrimaryReplicaRouter"]
 else:
     INSTALLED_APPS.append("resilient_db")
-    # First, so the whole request (every later middleware and the view) runs inside one
-    # unit of work whose writes pin this user's reads to the primary.
-    MIDDLEWARE.insert(0, "resilient_db.middleware.PinningMiddleware")
-    DATABASE_ROUTERS = ["resilient_db.routers.PinningReplicaRouter"]
+    DATABASE_ROUTERS = []
+    if PLAN.replicas:  # without replicas there is nothing to route or pin
+        DATABASE_ROUTERS = ["resilient_db.routers.PinningReplicaRouter"]
+        # First, so the whole request (every later middleware and the view) runs inside one
+        # unit of work whose writes pin this user's reads to the primary.
+        MIDDLEWARE.insert(0, "resilient_db.middleware.PinningMiddleware")
+
+_default: dict[str, Any] = {}
+if PLAN.peers:
+    _default["PEERS"] = PLAN.peers
+if PLAN.replicas:
+    _default["REPLICAS"] = PLAN.replicas
+    _default["MAX_REPLICA_LAG"] = env.float("MAX_REPLICA_LAG", default=5.0)
 
 RESILIENT_DB: dict[str, Any] = {
-    "DATABASES": {
-        "default": {
-            "PEERS": PLAN.peers,
-            "REPLICAS": PLAN.replicas,
-            "MAX_REPLICA_LAG": env.float("MAX_REPLICA_LAG", default=5.0),
-        },
-    },
+    "DATABASES": {"default": _default} if _default else {},
     "CHECK_INTERVAL": env.float("RESILIENT_CHECK_INTERVAL", default=1.0),
     "MAX_CHECK_INTERVAL": 8.0,
     "CONNECT_TIMEOUT": env.float("DB_CONNECT_TIMEOUT", default=1.0),

@@ -68,6 +68,7 @@ def test_api_write_is_read_back(client: Client) -> None:
     assert latest["served_by"]["vendor"] in {"sqlite", "postgresql", "mysql"}
 
 
+@pytest.mark.django_db(transaction=True, databases="__all__")  # the view runs in autocommit
 def test_api_duplicate_key_is_refused(client: Client) -> None:
     data = {"key": uuid.uuid4().hex, "customer": "Bob", "item": "chair"}
     assert client.post(reverse("api-orders"), data).status_code == 201

@@ -1,0 +1,233 @@
+"""A steady stream of reads and writes against the shop, recording every outcome.
+
+Readers fetch the latest orders without cookies (replica traffic). Writers create an order
+with a fresh key, keep the pinning cookie the response sets, and read their own order back:
+a 404 there is a read-your-writes violation ("own write not visible").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from demo.server import HOST
+
+READ, WRITE, OWN_READ = "read", "write", "own read"
+
+# Outcomes of a write as the client saw it.
+ACK, FAILED, UNKNOWN, DUPLICATE = "acknowledged", "failed", "unknown", "duplicate"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request: when it finished, in which phase, how it went and who served it."""
+
+    t: float
+    phase: int
+    kind: str
+    ok: bool
+    status: int  # 0: no HTTP answer (refused, reset, timed out)
+    latency: float
+    target: str
+    error: str = ""
+
+
+@dataclass
+class WriteRecord:
+    """What the client knows about one order it tried to create."""
+
+    key: str
+    phase: int
+    outcome: str
+    detail: str = ""
+    acks: int = 0
+
+
+@dataclass
+class LoadStats:
+    """Everything the load generator recorded (appended to under ``lock``)."""
+
+    samples: list[Sample] = field(default_factory=list)
+    writes: dict[str, WriteRecord] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Load:
+    """Reader and writer threads, bounded by :meth:`stop` and a hard deadline."""
+
+    def __init__(
+        self,
+        port: int,
+        run_id: str,
+        label: Callable[[dict[str, Any]], str],
+        *,
+        readers: int = 4,
+        writers: int = 2,
+        pause: float = 0.04,
+        timeout: float = 5.0,
+        max_seconds: float = 900.0,
+    ) -> None:
+        self.port = port
+        self.run_id = run_id
+        self.label = label
+        self.readers = readers
+        self.writers = writers
+        self.pause = pause
+        self.timeout = timeout
+        self.phase = 0
+        self.stats = LoadStats()
+        self.started = time.monotonic()
+        self.deadline = self.started + max_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the reader and writer threads."""
+        self.started = time.monotonic()
+        for i in range(self.readers):
+            self._spawn(f"reader-{i}", self._reader)
+        for i in range(self.writers):
+            self._spawn(f"writer-{i}", self._writer, i)
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop every thread and wait for it (each finishes its request: bounded by timeout)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout + 5)
+
+    def running(self) -> bool:
+        """Tell whether the threads should go on."""
+        return not self._stop.is_set() and time.monotonic() < self.deadline
+
+    def now(self) -> float:
+        """Return seconds since the load started."""
+        return time.monotonic() - self.started
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _request(
+        self,
+        conn: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        cookies: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], list[str]]:
+        headers = {"Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"error": f"HTTP {response.status} (not JSON)"}
+        if not isinstance(data, dict):
+            data = {}
+        return response.status, data, response.headers.get_all("Set-Cookie") or []
+
+    def _record(self, sample: Sample) -> None:
+        with self.stats.lock:
+            self.stats.samples.append(sample)
+
+    def _call(
+        self,
+        conn: http.client.HTTPConnection,
+        kind: str,
+        method: str,
+        path: str,
+        ok_status: int,
+        body: dict[str, Any] | None = None,
+        cookies: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], list[str], http.client.HTTPConnection]:
+        phase = self.phase
+        begun = time.monotonic()
+        try:
+            status, data, set_cookies = self._request(conn, method, path, body, cookies)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self._record(
+                Sample(self.now(), phase, kind, False, 0, time.monotonic() - begun, "",
+                       type(exc).__name__)
+            )
+            return 0, {}, [], http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        ok = status == ok_status
+        served = data.get("served_by")
+        target = self.label(served) if isinstance(served, dict) else ""
+        error = "" if ok else str(data.get("error", f"HTTP {status}"))[:80]
+        if kind == OWN_READ and status == 404:
+            error = "own write not visible"
+        self._record(
+            Sample(self.now(), phase, kind, ok, status, time.monotonic() - begun, target, error)
+        )
+        return status, data, set_cookies, conn
+
+    def _sleep(self) -> None:
+        self._stop.wait(self.pause)
+
+    def _reader(self) -> None:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        try:
+            while self.running():
+                _, _, _, conn = self._call(conn, READ, "GET", "/api/orders/", 200)
+                self._sleep()
+        finally:
+            conn.close()
+
+    def _writer(self, index: int) -> None:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        cookies: dict[str, str] = {}
+        n = 0
+        try:
+            while self.running():
+                n += 1
+                key = f"{self.run_id}-{index}-{n}"
+                record = WriteRecord(key, self.phase, UNKNOWN)
+                with self.stats.lock:
+                    self.stats.writes[key] = record
+                body = {"key": key, "customer": f"load-{index}", "item": "widget", "quantity": 1}
+                status, data, set_cookies, conn = self._call(
+                    conn, WRITE, "POST", "/api/orders/", 201, body, cookies
+                )
+                for header in set_cookies:
+                    name, _, rest = header.partition("=")
+                    cookies[name.strip()] = rest.split(";", 1)[0]
+                record.outcome, record.detail = _write_outcome(status, data)
+                if status == 201:
+                    record.acks += 1
+                    self._sleep()
+                    _, _, _, conn = self._call(
+                        conn, OWN_READ, "GET", f"/api/orders/{key}/", 200, cookies=cookies
+                    )
+                self._sleep()
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def _write_outcome(status: int, data: dict[str, Any]) -> tuple[str, str]:
+    if status == 201:
+        return ACK, ""
+    if status == 409:
+        return DUPLICATE, "the unique key refused a second insert"
+    if status == 0:
+        return UNKNOWN, "no HTTP answer"
+    if data.get("outcome_unknown"):
+        return UNKNOWN, str(data.get("error", ""))
+    return FAILED, str(data.get("error", f"HTTP {status}"))

@@ -1,0 +1,141 @@
+"""The fault schedule: what is broken in each phase, and how it is put right."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from demo import bedctl
+
+
+@dataclass
+class Phase:
+    """One step of the demo: inject at the start, heal after ``hold`` seconds."""
+
+    name: str
+    what: str
+    weight: float  # share of the run's duration
+    inject: Callable[[FaultState], str] | None = None
+    heal: Callable[[FaultState], str] | None = None
+    hold: float = 0.6  # share of the phase the fault lasts; the rest shows recovery
+
+
+@dataclass
+class FaultState:
+    """What is broken right now, so the demo can always put everything back."""
+
+    busiest_peer: Callable[[], str]
+    frozen: dict[str, int] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
+    stopped: set[str] = field(default_factory=set)
+    replay_paused: bool = False
+
+
+def kill_peer(state: FaultState) -> str:
+    """SIGKILL the PgBouncer carrying the writes."""
+    name = state.busiest_peer()
+    bedctl.kill(name)
+    state.killed.add(name)
+    return f"killed {name} (SIGKILL)"
+
+
+def restart_killed(state: FaultState) -> str:
+    """Start the killed peers again."""
+    names = sorted(state.killed)
+    for name in names:
+        bedctl.start(name)
+        state.killed.discard(name)
+    return f"started {', '.join(names)} again"
+
+
+def freeze_peer(state: FaultState) -> str:
+    """SIGSTOP the PgBouncer carrying the writes: it accepts TCP but never answers."""
+    name = state.busiest_peer()
+    state.frozen[name] = bedctl.freeze(name)
+    return f"froze {name} (SIGSTOP: a black hole)"
+
+
+def thaw_frozen(state: FaultState) -> str:
+    """SIGCONT the frozen peers."""
+    names = sorted(state.frozen)
+    for name in names:
+        bedctl.thaw(state.frozen.pop(name))
+    return f"thawed {', '.join(names)} (SIGCONT)"
+
+
+def restart_primary(state: FaultState) -> str:
+    """Stop PostgreSQL's primary (fast shutdown) and start it again."""
+    begun = time.monotonic()
+    state.stopped.add("pg_primary")
+    bedctl.stop("pg_primary")
+    bedctl.start("pg_primary")
+    state.stopped.discard("pg_primary")
+    return f"restarted pg_primary ({time.monotonic() - begun:.1f} s without a primary)"
+
+
+def pause_replay(state: FaultState) -> str:
+    """Pause WAL replay on the replica: it answers, with older and older data."""
+    bedctl.pause_replay()
+    state.replay_paused = True
+    return "paused WAL replay on pg_replica (lag grows past MAX_REPLICA_LAG)"
+
+
+def resume_replay(state: FaultState) -> str:
+    """Resume WAL replay."""
+    bedctl.resume_replay()
+    state.replay_paused = False
+    return "resumed WAL replay on pg_replica"
+
+
+def stop_replica(state: FaultState) -> str:
+    """Stop the replica."""
+    state.stopped.add("pg_replica")
+    bedctl.stop("pg_replica")
+    return "stopped pg_replica"
+
+
+def start_stopped(state: FaultState) -> str:
+    """Start the stopped servers again."""
+    names = sorted(state.stopped)
+    for name in names:
+        bedctl.start(name)
+        state.stopped.discard(name)
+    return f"started {', '.join(names)} again"
+
+
+def bring_back(state: FaultState) -> str:
+    """Put everything right, whatever is still broken, and wait until the bed is healthy."""
+    done = []
+    for pid in state.frozen.values():
+        bedctl.thaw(pid)
+    state.frozen.clear()
+    if state.replay_paused:
+        with contextlib.suppress(Exception):  # the replica may be down: starting it resumes
+            bedctl.resume_replay()
+        state.replay_paused = False
+    state.killed.clear()
+    state.stopped.clear()
+    started = bedctl.ensure_up()
+    if started:
+        done.append("started " + ", ".join(started))
+    return "; ".join(done) or "every server runs, replication streams"
+
+
+def schedule() -> list[Phase]:
+    """Return the demo's phases, in order."""
+    return [
+        Phase("baseline", "steady traffic, nothing broken", 8),
+        Phase("kill peer", "SIGKILL the PgBouncer carrying the writes",
+              16, kill_peer, restart_killed),
+        Phase("freeze peer", "SIGSTOP the PgBouncer carrying the writes",
+              18, freeze_peer, thaw_frozen),
+        Phase("restart primary", "stop and start PostgreSQL's primary",
+              15, restart_primary, None),
+        Phase("replica lag", "pause WAL replay past MAX_REPLICA_LAG",
+              20, pause_replay, resume_replay, hold=0.7),
+        Phase("stop replica", "stop the replica server",
+              16, stop_replica, start_stopped),
+        Phase("all back", "everything running again", 12, bring_back, None),
+    ]

@@ -1,0 +1,213 @@
+"""The live failure demo: the shop under a real server, steady traffic, faults one by one."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from demo import bedctl
+from demo.dashboard import Dashboard, Progress
+from demo.load import WRITE, Load
+from demo.observer import HealthWatcher
+from demo.phases import FaultState, bring_back, schedule
+from demo.report import (
+    COMPARISON_HEADERS,
+    SUMMARY_HEADERS,
+    PhaseStats,
+    WriteTally,
+    check_writes,
+    comparison_rows,
+    phase_stats,
+    summary_rows,
+    table,
+)
+from demo.server import AppServer, default_kind
+
+# Small enough that pausing replay crosses it within a phase.
+DEMO_MAX_REPLICA_LAG = "2"
+TITLES = {"stock": "stock Django backend", "resilient": "django-resilient-db"}
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run of the schedule."""
+
+    mode: str
+    names: list[str]
+    stats: list[PhaseStats]
+    tallies: list[WriteTally]
+
+
+def target_names() -> dict[tuple[str, str], str]:
+    """Map (host, port) of every bed server to its name."""
+    from resilient_db.testing import bed
+
+    cfg = bed.config()
+    return {(cfg.host, str(cfg.port(name))): name for name in bedctl.BED_SERVERS}
+
+
+def name_of(host: str, port: str) -> str:
+    """Return the bed name of ``host:port`` (or the address itself)."""
+    return target_names().get((host, port), f"{host}:{port}")
+
+
+def _label(served: dict[str, Any]) -> str:
+    if served.get("vendor") == "sqlite":
+        return "sqlite"
+    return name_of(str(served.get("host", "")), str(served.get("port", "")))
+
+
+def rows_in_database(run_id: str) -> dict[str, int]:
+    """Return key -> number of rows for the orders this run sent, read on the primary itself."""
+    import psycopg
+
+    from resilient_db.testing import bed
+
+    cfg = bed.config()
+    with psycopg.connect(
+        host=cfg.host, port=cfg.pg_primary_port, user=cfg.pg_user, password=cfg.pg_password,
+        dbname=cfg.pg_db, connect_timeout=5,
+    ) as conn:
+        found = conn.execute(
+            "SELECT key, count(*) FROM orders_order WHERE key LIKE %s GROUP BY key",
+            (f"{run_id}-%",),
+        ).fetchall()
+    return {str(key): int(n) for key, n in found}
+
+
+def _busiest_peer(load: Load) -> str:
+    now = load.now()
+    with load.stats.lock:
+        recent = [s for s in load.stats.samples[-2000:] if s.t > now - 3 and s.kind == WRITE]
+    peers = Counter(s.target for s in recent if s.ok and s.target.startswith("pgbouncer"))
+    return peers.most_common(1)[0][0] if peers else "pgbouncer_a"
+
+
+def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir: Path,
+             *, live: bool | None) -> RunResult:
+    """Run the whole schedule once against the shop in ``mode`` ("stock" or "resilient")."""
+    phases = schedule()
+    names = [p.name for p in phases]
+    total_weight = sum(p.weight for p in phases)
+    run_id = f"demo{secrets.token_hex(4)}"
+    server_env = dict(env, SHOP_STOCK="1" if mode == "stock" else "0",
+                      MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG)
+    watch_env = dict(env, SHOP_STOCK="0", MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG)
+    server = AppServer(kind, server_env, workdir / f"{mode}-{kind}.log")
+    progress = Progress(phases=len(phases), total=duration)
+    load = Load(server.port, run_id, _label, max_seconds=duration + 120)
+    watcher = HealthWatcher(watch_env, name_of)
+    state = FaultState(busiest_peer=lambda: _busiest_peer(load))
+    dashboard = Dashboard(
+        f"django-resilient-db live demo: {TITLES[mode]} ({kind} on {server.address})",
+        load, watcher, progress, live=live,
+    )
+    print(f"\n== {TITLES[mode]}: {duration:.0f} s of traffic, {len(phases)} phases ==", flush=True)
+    try:
+        server.start()
+        watcher.start()
+        load.start()
+        dashboard.start()
+        begun = time.monotonic()
+        at = 0.0
+        for index, phase in enumerate(phases):
+            length = duration * phase.weight / total_weight
+            progress.index, progress.name, progress.what = index, phase.name, phase.what
+            load.phase = index
+            dashboard.event(f"phase {phase.name}: {phase.what}")
+            if phase.inject is not None:
+                _act(dashboard, phase.inject, state)
+            _sleep_until(begun + at + length * (phase.hold if phase.heal else 1.0))
+            if phase.heal is not None:
+                _act(dashboard, phase.heal, state)
+            at += length
+            _sleep_until(begun + at)
+    finally:
+        load.stop()
+        dashboard.stop()
+        watcher.stop()
+        server.stop()
+        with contextlib.suppress(Exception):  # cleaning up: report, never mask the real error
+            bring_back(state)
+    rows = rows_in_database(run_id)
+    stats = phase_stats(load.stats.samples, len(phases))
+    tallies = check_writes(load.stats.writes.values(), rows, len(phases))
+    return RunResult(mode, names, stats, tallies)
+
+
+def _act(dashboard: Dashboard, action: Any, state: FaultState) -> None:
+    try:
+        dashboard.event(action(state))
+    except Exception as exc:  # a fault that could not be injected is shown, the run goes on
+        dashboard.event(f"could not {action.__name__.replace('_', ' ')}: {exc}")
+
+
+def _sleep_until(deadline: float) -> None:
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))
+
+
+def print_summary(result: RunResult) -> None:
+    """Print the per-fault summary table of one run."""
+    print(f"\nSummary: {TITLES[result.mode]}")
+    for line in table(SUMMARY_HEADERS, summary_rows(result.names, result.stats, result.tallies)):
+        print("  " + line)
+    failed = sum(t.sent - t.acknowledged for t in result.tallies)
+    applied = sum(t.applied_despite_error for t in result.tallies)
+    print(
+        f"  Writes: {sum(t.acknowledged for t in result.tallies)} acknowledged, "
+        f"{sum(t.lost for t in result.tallies)} of them missing in the database; "
+        f"{failed} not acknowledged, of which {applied} had been applied (checked by key)."
+    )
+    errors: Counter[str] = Counter()
+    for s in result.stats:
+        errors.update(s.errors)
+    if errors:
+        print("  Failures: " + ", ".join(f"{e} x{n}" for e, n in errors.most_common(6)))
+
+
+def run(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Run the demo as the command line asked; return the exit status."""
+    duration = args.duration or (60.0 if args.compare else 110.0)
+    modes = ["stock", "resilient"] if args.compare else ["stock" if args.stock else "resilient"]
+    kind = args.server or default_kind()
+    live = False if args.plain else None
+    workdir = Path(tempfile.mkdtemp(prefix="resilient-db-demo-"))
+    results: list[RunResult] = []
+    ok = False
+    try:
+        for mode in modes:
+            results.append(run_once(mode, duration, kind, env, workdir, live=live))
+        ok = True
+    finally:
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"server logs kept in {workdir}", file=sys.stderr)
+    for result in results:
+        print_summary(result)
+    if len(results) == 2:
+        stock, resilient = results
+        print("\nSide by side (served/requests, worst latency, lost/doubled writes/stale reads):")
+        rows = comparison_rows(
+            stock.names, (stock.stats, stock.tallies), (resilient.stats, resilient.tallies)
+        )
+        for line in table(COMPARISON_HEADERS, rows):
+            print("  " + line)
+    bad = [
+        r for r in results
+        if r.mode == "resilient" and any(t.lost or t.doubled for t in r.tallies)
+    ]
+    if bad:
+        print("\nA write was lost or doubled with django-resilient-db: that is a bug.")
+        return 1
+    return 0
