@@ -75,6 +75,7 @@ def probe_mysql(
             lag, note = _lag(conn, cur, role)
     finally:
         cur.close()
+        holder.close()  # under the holder's lock: a canceller never sees a reused fd
     return Measurement(latency=latency, role=role, lag=lag, note=note)
 
 

@@ -119,4 +119,5 @@ def probe_postgresql(
         conn.rollback()
     finally:
         cur.close()
+        holder.close()  # under the holder's lock: a canceller never sees a reused fd
     return Measurement(latency=latency, role=role, lag=lag, lsn=lsn)
