@@ -72,13 +72,14 @@ class RegistryCollector(Collector):
         yield lag
 
 
-_installed: dict[int, Metrics] = {}
+# Keyed by the registry object itself (not its id, which may be reused).
+_installed: dict[CollectorRegistry, Metrics] = {}
 
 
 def install(registry: CollectorRegistry | None = None) -> Metrics:
     """Create the metrics in ``registry`` (default: the global one) and connect them (idempotent)."""
     reg = REGISTRY if registry is None else registry
-    existing = _installed.get(id(reg))
+    existing = _installed.get(reg)
     if existing is not None:
         return existing
     m = Metrics(
@@ -117,7 +118,7 @@ def install(registry: CollectorRegistry | None = None) -> Metrics:
     )
     reg.register(RegistryCollector())
     _connect(m, id(reg))
-    _installed[id(reg)] = m
+    _installed[reg] = m
     return m
 
 

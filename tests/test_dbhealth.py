@@ -1,0 +1,281 @@
+"""manage.py dbhealth against the real test bed: exit codes, parallel probes, JSON, table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from resilient_db.conf import get_settings
+from resilient_db.health.probes import ProbeResult
+from resilient_db.health.registry import get_registry
+from resilient_db.health.report import build_report
+from resilient_db.health.targets import clear_cache as clear_targets
+from resilient_db.health.targets import targets_for
+from resilient_db.testing.bed_config import BedConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = ["--database", "default", "--database", "replica", "--database", "bouncers"]
+
+
+@pytest.fixture(autouse=True)
+def clean_registry() -> Iterator[None]:
+    """Probes record into the registry; leave no down marks for other tests."""
+    get_registry().reset()
+    yield
+    get_registry().reset()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """Run dbhealth through call_command; return (exit code, stdout, stderr)."""
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("dbhealth", *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return exc.returncode, out.getvalue(), str(exc)
+    return 0, out.getvalue(), err.getvalue()
+
+
+def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), environ.get("PYTHONPATH", "")) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "django", "dbhealth", *args],
+        capture_output=True, text=True, timeout=60, env=environ, cwd=ROOT, check=False,
+    )
+
+
+@pytest.mark.postgres
+def test_healthy_exits_zero(bed: BedConfig) -> None:
+    code, out, _ = run(*PG, "--timeout", "2")
+    assert code == 0, out
+    assert "status: healthy (exit 0)" in out
+    for alias in ("default", "replica", "bouncers"):
+        assert f"\n{alias} " in out
+
+
+@pytest.mark.postgres
+def test_subprocess_exit_codes(bed: BedConfig) -> None:
+    ok = run_process(*PG, "--timeout", "2")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "\x1b[" not in ok.stdout  # piped: no colour
+    unknown = run_process("--database", "nope")
+    assert unknown.returncode == 2
+    assert "Unknown database alias: nope" in unknown.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_replica_stopped_is_degraded(bed: BedConfig, server_control: Any) -> None:
+    server_control.stop("pg_replica")
+    code, out, err = run("--database", "default", "--database", "replica", "--timeout", "1")
+    assert code == 1, out
+    assert "database status: degraded" in err
+    assert "replica: no usable target; reads fall back to default" in out
+    proc = run_process("--database", "default", "--database", "replica", "--timeout", "1")
+    assert proc.returncode == 1
+    server_control.restore()
+    # A restarted standby of an idle primary has replayed no transaction yet,
+    # so its lag is unknown until the primary commits something.
+    import psycopg
+
+    with psycopg.connect(
+        host=bed.host, port=bed.pg_primary_port, dbname=bed.pg_db, user=bed.pg_user,
+        password=bed.pg_password, autocommit=True, connect_timeout=3,
+    ) as primary:
+        primary.execute("SELECT txid_current()")
+    deadline = time.monotonic() + 10
+    while run("--database", "replica")[0] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_alias_without_any_target_is_unavailable(bed: BedConfig, kill_peer: Any) -> None:
+    kill_peer("pgbouncer_a")
+    code, out, _ = run("--database", "bouncers", "--database", "default", "--timeout", "1")
+    assert code == 1, out  # the second PgBouncer took over
+    kill_peer("pgbouncer_b")
+    code, out, _ = run("--database", "bouncers", "--database", "default", "--timeout", "1")
+    assert code == 2, out
+    assert "bouncers: no usable target" in out
+    data = json.loads(run("--database", "bouncers", "--json", "--timeout", "1")[1])
+    assert data["status"] == "unavailable"
+    assert [t["probe"]["category"] for t in data["targets"]] == ["cannot_connect"] * 2
+
+
+@pytest.mark.bed
+@pytest.mark.slow
+def test_ten_targets_one_frozen_finish_within_timeout(bed: BedConfig, freeze_peer: Any) -> None:
+    rdb = dict(get_settings_raw())
+    databases = {**rdb["DATABASES"]}
+    bouncers = {**databases["bouncers"]}
+    # A third target for bouncers (the primary itself): ten targets in all.
+    bouncers["PEERS"] = [*bouncers["PEERS"], {"HOST": bed.host, "PORT": str(bed.pg_primary_port)}]
+    databases["bouncers"] = bouncers
+    with override_settings(RESILIENT_DB={**rdb, "DATABASES": databases}):
+        from django.conf import settings
+
+        total = sum(len(targets_for(a)) for a in settings.DATABASES)
+        assert total == 10
+        freeze_peer("pgbouncer_b")
+        timeout = 1.0
+        started = time.monotonic()
+        code, out, _ = run("--json", "--timeout", str(timeout))
+        elapsed = time.monotonic() - started
+        data = json.loads(out)
+    assert elapsed <= timeout + 1.0, elapsed
+    assert len(data["targets"]) == 10
+    frozen = [t for t in data["targets"] if not t["probe"]["ok"]]
+    assert [t["id"] for t in frozen] == ["bouncers#1"]
+    assert code >= 1
+
+
+def get_settings_raw() -> dict[str, Any]:
+    from django.conf import settings
+
+    return dict(settings.RESILIENT_DB)
+
+
+@pytest.mark.postgres
+def test_json_schema(bed: BedConfig) -> None:
+    code, out, _ = run(*PG, "--json")
+    data = json.loads(out)
+    assert code == 0, [a["reasons"] for a in data["aliases"]] + [t["probe"] for t in data["targets"]]
+    assert data["schema"] == 1
+    assert data["status"] == "healthy" and data["exit_code"] == 0
+    assert set(data) == {
+        "schema", "status", "exit_code", "generated_at", "duration", "timeout", "aliases",
+        "targets",
+    }
+    assert [a["alias"] for a in data["aliases"]] == ["default", "replica", "bouncers"]
+    replica = data["aliases"][1]
+    assert replica["kind"] == "replica" and replica["primary"] == "default"
+    assert replica["max_replica_lag"] == 5.0
+    assert data["aliases"][0]["replicas"] == ["replica"]
+    assert [t["id"] for t in data["targets"]] == ["default#0", "replica#0", "bouncers#0",
+                                                  "bouncers#1"]
+    target = data["targets"][0]
+    assert set(target) >= {"id", "alias", "index", "peer", "label", "host", "port", "probe",
+                           "registry", "usable", "lagging", "expected_role"}
+    assert set(target["probe"]) == {"ok", "latency", "role", "lag", "category", "error", "note"}
+    assert target["probe"]["role"] == "primary" and target["usable"] is True
+    assert target["registry"]["state"] == "up"
+    assert data["targets"][3]["peer"] is True
+    assert bed.pg_password not in out
+
+
+@pytest.mark.postgres
+def test_no_password_even_in_errors(bed: BedConfig) -> None:
+    from django.db import connections
+
+    secret = "rdb-wrong-Secret-123"
+    connections["replica"].settings_dict["PASSWORD"] = secret
+    try:
+        clear_targets()
+        report = build_report(["replica"], timeout=2)
+        text = json.dumps(report.as_dict())
+    finally:
+        connections["replica"].settings_dict["PASSWORD"] = bed.pg_password
+        clear_targets()
+    assert report.status == "degraded"
+    assert secret not in text
+
+
+@pytest.mark.postgres
+def test_watch_piped_prints_plain_rounds(bed: BedConfig) -> None:
+    started = time.monotonic()
+    code, out, _ = run("--database", "default", "--watch", "0.2", "--count", "3")
+    assert time.monotonic() - started < 5
+    assert code == 0
+    assert out.count("dbhealth at ") == 3
+    assert "\x1b" not in out
+    code, out, _ = run("--database", "default", "--watch", "0.1", "--count", "2", "--json")
+    docs = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(docs) == 2 and all(d["schema"] == 1 for d in docs)
+
+
+@pytest.mark.bed
+def test_table_fits_80_columns(bed: BedConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    _code, out, _ = run("--timeout", "2")
+    lines = out.splitlines()
+    assert lines[0].startswith("ALIAS / TARGET")
+    assert max(len(line) for line in lines) <= 80, out
+    # Columns line up: STATE starts at the same offset on every table row.
+    state_at = lines[0].index("STATE")
+    for line in lines[1:]:
+        if line.startswith("status:"):
+            break
+        if line.strip() and not line.startswith("      "):
+            assert line[state_at - 1] == " ", line
+
+
+@pytest.mark.postgres
+def test_colour_only_when_forced_and_never_with_no_color(
+    bed: BedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, plain, _ = run("--database", "default")
+    assert "\x1b[" not in plain
+    _, coloured, _ = run("--database", "default", "--force-color")
+    assert "\x1b[" in coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    proc = run_process("--database", "default")
+    assert "\x1b[" not in proc.stdout
+
+
+# Status rules: pure logic over fabricated probe results.
+
+
+def fake_probes(monkeypatch: pytest.MonkeyPatch, **by_alias: dict[str, Any]) -> None:
+    def probe_many(targets: Any, *, timeout: Any = None, record: bool = True) -> list[ProbeResult]:
+        out = []
+        for t in targets:
+            spec = by_alias.get(t.alias, {"ok": True, "role": "primary", "lag": 0.0})
+            out.append(ProbeResult(target=t, latency=0.001, **spec))
+        return out
+
+    monkeypatch.setattr("resilient_db.health.report.probe_many", probe_many)
+
+
+@pytest.mark.parametrize(
+    ("specs", "status", "reason"),
+    [
+        ({}, "healthy", None),
+        ({"replica": {"ok": True, "role": "replica", "lag": 9.0}}, "degraded",
+         "replica: replication lag 9.0 s above MAX_REPLICA_LAG 5 s"),
+        ({"replica": {"ok": True, "role": "replica", "lag": None}}, "degraded",
+         "replica: replication lag unknown"),
+        ({"replica": {"ok": False}}, "degraded", "replica: no usable target"),
+        ({"default": {"ok": True, "role": "replica", "lag": 0.0}}, "unavailable",
+         "default: no writable primary"),
+        ({"default": {"ok": False}}, "unavailable", "default: no usable target"),
+    ],
+)
+def test_status_rules(
+    monkeypatch: pytest.MonkeyPatch, specs: dict[str, Any], status: str, reason: str | None
+) -> None:
+    specs.setdefault("replica", {"ok": True, "role": "replica", "lag": 0.1})
+    fake_probes(monkeypatch, **specs)
+    report = build_report(["default", "replica"], record=False)
+    assert report.status == status
+    reasons = [f"{a.alias}: {r}" for a in report.aliases for r in a.reasons]
+    if reason is None:
+        assert reasons == []
+    else:
+        assert any(r.startswith(reason) for r in reasons), reasons
+    assert report.exit_code == {"healthy": 0, "degraded": 1, "unavailable": 2}[status]
+    assert get_settings().alias("default").replicas == ("replica",)
