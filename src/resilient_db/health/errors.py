@@ -6,11 +6,12 @@ raw or already translated by Django (the driver's exception is then the
 
 1. the project's own exceptions (``OutcomeUnknown``...), and driver flags
    saying the connection is broken (psycopg 3 ``broken``, psycopg2
-   ``closed == 2``, libpq status ``BAD``);
+   ``closed == 2``, on the connection passed in or the error's cursor);
 2. the SQLSTATE: an exact code first (for refinements), then its two-letter
    *class*, so codes a table does not list still land in the right place;
 3. the MySQL/MariaDB error number;
-4. the message text (client-side errors without a code);
+4. the message text (client-side errors without a code), then a libpq
+   handle in state ``BAD`` attached to the error;
 5. ``OSError`` causes (refused, reset, timed out...).
 
 ``RESILIENT_DB["ERROR_CODES"]`` adds or overrides codes (strings are SQLSTATEs:
@@ -96,7 +97,7 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
             return Verdict(C.OUTCOME_UNKNOWN, f"SQLSTATE {state}")
 
     # 1. Driver flags: a broken connection is lost whatever the message says.
-    if _broken(connection) or any(_broken_from_error(e) for e in chain):
+    if _broken(connection) or any(_broken_cursor(e) for e in chain):
         return Verdict(C.CONNECTION_LOST, "driver reports the connection broken")
 
     # 2. SQLSTATE, settings first, exact code before class.
@@ -139,6 +140,12 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
             for fragment in fragments:
                 if fragment in text:
                     return Verdict(category, f"message {fragment!r}")
+
+    # A libpq handle in state BAD on the error itself: weaker than a
+    # connection's own flag (psycopg 3 also attaches one to failed connects,
+    # whose message said more above).
+    if any(_bad_pgconn(e) for e in chain):
+        return Verdict(C.CONNECTION_LOST, "libpq connection status BAD")
 
     # 5. Socket-level causes.
     for e in _chain(exc, context=True):
@@ -251,18 +258,20 @@ def _broken(connection: Any) -> bool:
     return isinstance(closed, int) and not isinstance(closed, bool) and closed == 2
 
 
-def _broken_from_error(exc: BaseException) -> bool:
+def _broken_cursor(exc: BaseException) -> bool:
     cursor = getattr(exc, "cursor", None)  # psycopg2 errors keep the cursor
-    if cursor is not None and _broken(getattr(cursor, "connection", None)):
-        return True
+    return cursor is not None and _broken(getattr(cursor, "connection", None))
+
+
+def _bad_pgconn(exc: BaseException) -> bool:
     pgconn = getattr(exc, "pgconn", None)  # psycopg 3
-    if pgconn is not None:
-        try:
-            status = pgconn.status
-        except Exception:  # noqa: BLE001 - a finished PGconn may refuse; that is no evidence
-            return False
-        return int(status) == 1  # ConnStatus.BAD
-    return False
+    if pgconn is None:
+        return False
+    try:
+        status = pgconn.status
+    except Exception:  # noqa: BLE001 - a finished PGconn may refuse; that is no evidence
+        return False
+    return int(status) == 1  # ConnStatus.BAD
 
 
 def _os_error(exc: BaseException) -> Category | None:
