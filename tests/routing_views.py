@@ -72,3 +72,12 @@ urlpatterns = [
     path("opt-out/", opt_out),
     path("pins/", pin_state),
 ]
+
+
+class TestGroupRouter:
+    """Send testapp writes to the primary named by ``settings.ROUTING_TEST_PRIMARY``."""
+
+    def db_for_write(self, model: object, **hints: object) -> str | None:
+        from django.conf import settings
+
+        return getattr(settings, "ROUTING_TEST_PRIMARY", None)
