@@ -49,6 +49,8 @@ TEST_DEPS = [
     "mysqlclient>=2.2",
     "django-environ>=0.11",
     "gunicorn>=22",
+    "prometheus-client>=0.17",
+    "django-health-check>=4",
 ]
 TEST_ENV = {"PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error::DeprecationWarning,error::ResourceWarning"}
 
