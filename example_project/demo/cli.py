@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,10 +31,11 @@ def choose_databases() -> tuple[str, dict[str, str]]:
     return "bed", child_env(SHOP_DB="bed")
 
 
-def bring_up_bed() -> list[str]:
-    """Start the bed's PostgreSQL servers; return the names this run started."""
+def bring_up_bed() -> tuple[list[str], bool]:
+    """Start the bed's PostgreSQL servers; return the names started and whether it is new."""
     from resilient_db.testing import bed
 
+    created = not bed.config().root.exists()
     started_at = time.monotonic()
     say(f"Starting the PostgreSQL test bed in {bed.config().root} ...")
     started = bedctl.ensure_up()
@@ -43,7 +45,19 @@ def bring_up_bed() -> list[str]:
         f"replica :{cfg.pg_replica_port}, PgBouncer A :{cfg.pgbouncer_a_port}, "
         f"PgBouncer B :{cfg.pgbouncer_b_port}"
     )
-    return started
+    return started, created
+
+
+def put_bed_back(started: list[str], created: bool) -> None:
+    """Stop the servers this run started; remove the bed's data if this run created it."""
+    from resilient_db.testing import bed
+
+    if not started:
+        return
+    say("Stopping the servers this run started.")
+    bedctl.stop_all(started)
+    if created:
+        shutil.rmtree(bed.config().root, ignore_errors=True)
 
 
 def migrate_and_check(env: dict[str, str]) -> int:
@@ -63,14 +77,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     """The main job: migrate, then dbhealth, on the bed or the SQLite default."""
     source, env = choose_databases()
     started: list[str] = []
+    created = False
     try:
         if source == "bed":
-            started = bring_up_bed()
+            started, created = bring_up_bed()
         return migrate_and_check(env)
     finally:
-        if started and not args.keep_bed:
-            say("Stopping the servers this run started (data kept for the next run).")
-            bedctl.stop_all(started)
+        if not args.keep_bed:
+            put_bed_back(started, created)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -79,23 +93,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     source, env = choose_databases()
     if source != "bed":
-        say("The live demo injects real faults into real servers: it needs the PostgreSQL test bed.")
+        # The main job still runs; only the fault injection needs servers this run owns.
+        status = migrate_and_check(env)
+        say("\nThe live demo injects real faults into real servers, so it needs the PostgreSQL")
         if source == "sqlite":
-            say("Install PostgreSQL and PgBouncer (python -m resilient_db.testing.bed install).")
-            return migrate_and_check(env) or 3
-        say("Unset DATABASE_URL to run it: the demo never touches a database it did not start.")
-        return 3
+            say("test bed: install PostgreSQL and PgBouncer (as root on Debian/Ubuntu:")
+            say("python -m resilient_db.testing.bed install), then run this again.")
+        else:
+            say("test bed, and never touches a database it did not start: unset DATABASE_URL.")
+        return status
     started: list[str] = []
+    created = False
     try:
-        started = bring_up_bed()
+        started, created = bring_up_bed()
         status = migrate_and_check(env)
         if status != 0:
             return status
         return runner.run(args, env)
     finally:
-        if started and not args.keep_bed:
-            say("Stopping the servers this run started (data kept for the next run).")
-            bedctl.stop_all(started)
+        if not args.keep_bed:
+            put_bed_back(started, created)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="the app server (default: gunicorn when installed)")
     demo.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     demo.add_argument("--keep-bed", action="store_true", help="leave the bed running")
+    demo.add_argument("--keep-logs", action="store_true", help="keep the app server's log")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":

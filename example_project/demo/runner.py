@@ -189,10 +189,10 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
             results.append(run_once(mode, duration, kind, env, workdir, live=live))
         ok = True
     finally:
-        if ok:
+        if ok and not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            print(f"server logs kept in {workdir}", file=sys.stderr)
+            print(f"\nApp server logs kept in {workdir}", file=sys.stderr)
     for result in results:
         print_summary(result)
     if len(results) == 2:
