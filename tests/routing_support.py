@@ -22,6 +22,10 @@ class _Health:
     lag_measured_at: float | None = None
     lsn: int | None = None
 
+    @property
+    def usable(self) -> bool:
+        return self.available
+
 
 class StandInRegistry:
     """The few registry calls routing makes, for when the real registry is absent."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from resilient_db.conf import ResilientSettings, get_settings
-from resilient_db.health.registry import get_registry
+from resilient_db.health.registry import Registry, get_registry
 from resilient_db.health.targets import targets_for
 from resilient_db.routers.context import Unit
 
@@ -120,41 +120,68 @@ def inspect_replica(
 ) -> ReplicaView:
     """Return whether ``alias`` may serve a read, from the registry only."""
     registry = get_registry()
-    available = [t for t in targets_for(alias) if registry.is_available(t)]
-    if not available:
-        return ReplicaView(alias, False, "down", None, None)
     if max_lag is None and not need_lag and min_lsn is None:
-        return ReplicaView(alias, True, None, None, None)
+        # Up is enough: no record needs reading beyond availability.
+        for t in targets_for(alias):
+            if registry.is_available(t):
+                return ReplicaView(alias, True, None, None, None)
+        return ReplicaView(alias, False, "down", None, None)
     now = registry.now() if now is None else now
+    reason, lag, lsn = _judge(registry, alias, max_lag, max_age, min_lsn, now)
+    return ReplicaView(alias, reason is None, reason, lag, lsn)
+
+
+def _judge(
+    registry: Registry,
+    alias: str,
+    max_lag: float | None,
+    max_age: float,
+    min_lsn: int | None,
+    now: float,
+) -> tuple[str | None, float | None, int | None]:
+    """Return (reason not usable or None, effective lag, replayed LSN) of one replica."""
+    # One record read per target: ``usable`` and the lag come from the same
+    # immutable record (the hot path of every replica read).
     worst: float | None = 0.0
     lsn: int | None = None
-    for t in available:
+    seen = False
+    lsn_known = True
+    for t in targets_for(alias):
         h = registry.health(t)
+        if not h.usable:
+            continue
+        seen = True
         measured = h.lag_measured_at
-        if h.lag is None or measured is None or now - measured > max_age:
+        lag = h.lag
+        if lag is None or measured is None or now - measured > max_age:
             worst = None
         elif worst is not None:
             # Replay may have stalled right after the measurement, so the
             # replica can be behind by the measured lag plus the time since.
-            worst = max(worst, h.lag + max(0.0, now - measured))
-        t_lsn = getattr(h, "lsn", None)
+            age = now - measured
+            effective = lag + age if age > 0.0 else lag
+            if effective > worst:
+                worst = effective
         if min_lsn is not None:
             # The least-replayed target is the one that may answer.
-            lsn = t_lsn if lsn is None or t_lsn is None else min(lsn, t_lsn)
+            t_lsn = h.lsn
             if t_lsn is None:
-                lsn = None
-                break
+                lsn_known = False
+            elif lsn is None or t_lsn < lsn:
+                lsn = t_lsn
+    if not seen:
+        return "down", None, None
     if min_lsn is not None:
-        if lsn is None or lsn < min_lsn:
-            return ReplicaView(alias, False, "lsn", worst, lsn)
-        # Replayed past the write: fresh enough for this client whatever the lag.
-        return ReplicaView(alias, True, None, worst, lsn)
+        if not lsn_known or lsn is None or lsn < min_lsn:
+            return "lsn", worst, lsn
+        # Replayed past the client's write: fresh enough for it whatever the lag.
+        return None, worst, lsn
     if max_lag is not None:
         if worst is None:
-            return ReplicaView(alias, False, "unknown_lag", None, None)
+            return "unknown_lag", None, None
         if worst > max_lag:
-            return ReplicaView(alias, False, "lag", worst, None)
-    return ReplicaView(alias, True, None, worst, lsn)
+            return "lag", worst, None
+    return None, worst, lsn
 
 
 def _skipped(view: ReplicaView, primary: str) -> None:
@@ -214,32 +241,37 @@ def choose_replica(
             view = inspect_replica(chosen, max_lag, max_age=g.lag_max_age, min_lsn=min_lsn)
             if view.usable:
                 return chosen
-    now = get_registry().now()
-    usable: list[ReplicaView] = []
+    registry = get_registry()
+    plain = max_lag is None and policy != "least_lag" and min_lsn is None
+    now = 0.0 if plain else registry.now()
+    usable: list[str] = []
+    lags: list[float] = []
     for alias in replicas:
-        view = inspect_replica(
-            alias,
-            max_lag,
-            max_age=g.lag_max_age,
-            need_lag=policy == "least_lag",
-            min_lsn=min_lsn,
-            now=now,
-        )
-        if view.usable:
-            usable.append(view)
+        if plain:
+            view = inspect_replica(alias, None, max_age=g.lag_max_age)
+            if view.usable:
+                usable.append(alias)
+            else:
+                _skipped(view, primary)
+            continue
+        reason, lag, lsn = _judge(registry, alias, max_lag, g.lag_max_age, min_lsn, now)
+        if reason is None:
+            usable.append(alias)
+            lags.append(float("inf") if lag is None else lag)
         else:
-            _skipped(view, primary)
+            _skipped(ReplicaView(alias, False, reason, lag, lsn), primary)
     if not usable:
         return None
-    if len(usable) == 1:
-        pick = usable[0].alias
+    n = len(usable)
+    if n == 1:
+        pick = usable[0]
     elif policy == "random":
-        pick = random.choice(usable).alias
+        pick = random.choice(usable)
     elif policy == "least_lag":
-        pick = min(usable, key=lambda v: float("inf") if v.lag is None else v.lag).alias
+        pick = usable[lags.index(min(lags))]
     else:
         # itertools.count is advanced atomically under the GIL: no lock needed.
-        pick = usable[next(_round_robin) % len(usable)].alias
+        pick = usable[next(_round_robin) % n]
     if sticky:
         assert unit is not None
         unit.sticky[primary] = pick
