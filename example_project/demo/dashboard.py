@@ -105,15 +105,16 @@ class Dashboard:
                 self.out.write(self.line() + "\n")
             self.out.flush()
 
-    def _stats(self) -> tuple[float, float, list[Sample]]:
+    def _stats(self) -> tuple[float, float, float, list[Sample]]:
         now = self.load.now()
         with self.load.stats.lock:
             samples = list(self.load.stats.samples)
         recent = _window(samples, now - 2.0)
         rate = len(recent) / 2.0
-        failures = sum(1 for s in recent if not s.ok) / 2.0
+        failures = sum(1 for s in recent if s.failed) / 2.0
+        stale = sum(1 for s in recent if s.stale) / 2.0
         phase = [s for s in samples if s.phase == self.progress.index]
-        return rate, failures, phase
+        return rate, failures, stale, phase
 
     def _health(self) -> str:
         status, targets = self.watcher.snapshot()
@@ -125,22 +126,23 @@ class Dashboard:
 
     def line(self) -> str:
         """Return the one-line form of the current state."""
-        rate, failures, phase = self._stats()
+        rate, failures, stale, phase = self._stats()
         lat = [s.latency for s in phase]
         served: Counter[str] = Counter(s.target for s in phase if s.ok and s.target)
         return (
             f"[{self.load.now():5.0f}s] {self.progress.name:<15} {rate:5.0f} req/s "
-            f"{failures:4.0f} fail/s  p50 {ms(percentile(lat, 0.5))}  "
+            f"{failures:4.0f} fail/s {stale:3.0f} stale/s  p50 {ms(percentile(lat, 0.5))}  "
             f"p99 {ms(percentile(lat, 0.99))}  served: {_share(served)}  "
             f"| dbhealth {self._health()}"
         )
 
     def _frame(self) -> None:
         width = max(60, shutil.get_terminal_size((100, 20)).columns)
-        rate, failures, phase = self._stats()
+        rate, failures, stale_rate, phase = self._stats()
         lat = [s.latency for s in phase]
         served: Counter[str] = Counter(s.target for s in phase if s.ok and s.target)
-        failed = [s for s in phase if not s.ok]
+        failed = [s for s in phase if s.failed]
+        stale = sum(1 for s in phase if s.stale)
         errors: Counter[str] = Counter(s.error or f"HTTP {s.status}" for s in failed)
         elapsed = self.load.now()
         bar_width = max(10, min(40, width - 40))
@@ -151,8 +153,9 @@ class Dashboard:
             f"[{bar}] {elapsed:4.0f}/{self.progress.total:.0f} s   phase "
             f"{self.progress.index + 1}/{self.progress.phases}: {self.progress.name}",
             f"  fault:       {self.progress.what}",
-            f"  now:         {rate:5.0f} req/s   {failures:4.0f} failures/s",
-            f"  this phase:  {len(phase)} requests, {len(failed)} failed   p50 "
+            f"  now:         {rate:5.0f} req/s   {failures:4.0f} failures/s   "
+            f"{stale_rate:3.0f} stale reads/s",
+            f"  this phase:  {len(phase)} requests, {len(failed)} failed, {stale} stale   p50 "
             f"{ms(percentile(lat, 0.5))}  p95 {ms(percentile(lat, 0.95))}  "
             f"p99 {ms(percentile(lat, 0.99))}  max {ms(max(lat, default=0.0))}",
             f"  errors:      {', '.join(f'{e} x{n}' for e, n in errors.most_common(3)) or '-'}",

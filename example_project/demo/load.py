@@ -37,6 +37,16 @@ class Sample:
     target: str
     error: str = ""
 
+    @property
+    def stale(self) -> bool:
+        """Tell whether this was a wrong answer: the user's own new order not found."""
+        return self.kind == OWN_READ and self.status == 404
+
+    @property
+    def failed(self) -> bool:
+        """Tell whether this request got an error, a refusal or a timeout."""
+        return not self.ok and not self.stale
+
 
 @dataclass
 class WriteRecord:

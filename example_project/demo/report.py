@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from demo.load import ACK, DUPLICATE, OWN_READ, Sample, WriteRecord
+from demo.load import ACK, DUPLICATE, Sample, WriteRecord
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -23,10 +23,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 class PhaseStats:
     """Traffic of one phase."""
 
-    requests: int = 0
-    served: int = 0
-    failed: int = 0
-    stale: int = 0  # own write not visible right after it was acknowledged
+    requests: int = 0  # served + failed + stale
+    served: int = 0  # a right answer
+    failed: int = 0  # an error, a refused connection or a timeout
+    stale: int = 0  # a wrong answer: the user's own order, just acknowledged, not found
     latencies: list[float] = field(default_factory=list)
     targets: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -39,11 +39,11 @@ class PhaseStats:
             self.served += 1
             if sample.target:
                 self.targets[sample.target] += 1
+        elif sample.stale:
+            self.stale += 1
         else:
             self.failed += 1
             self.errors[sample.error or f"HTTP {sample.status}"] += 1
-            if sample.kind == OWN_READ and sample.status == 404:
-                self.stale += 1
 
     @property
     def worst(self) -> float:

@@ -45,7 +45,7 @@ def _db_error(exc: DatabaseError) -> JsonResponse:
     # Tell the client what kind of failure it was: after "outcome unknown" the order may or
     # may not exist, and the client should look it up by its key instead of resending.
     unknown = type(exc).__name__ == "OutcomeUnknown"
-    log.warning("database error: %s", type(exc).__name__)
+    log.warning("database error: %s: %s", type(exc).__name__, exc)
     return JsonResponse({"error": type(exc).__name__, "outcome_unknown": unknown}, status=503)
 
 
