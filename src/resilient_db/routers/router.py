@@ -61,8 +61,6 @@ class ReplicaRouter:
         """Return the alias a read on ``primary``'s group should use now."""
         if instance_db == primary:
             return primary
-        if connections[primary].in_atomic_block:
-            return primary
         scope = context.scope_for(primary)
         if scope == "primary":
             return primary
@@ -77,6 +75,10 @@ class ReplicaRouter:
                     if lsn is None:
                         return primary
                     min_lsn = lsn
+        # Checked last of the cheap tests: it costs a thread-local lookup, and
+        # it must win over use_replica (a transaction sees its own writes).
+        if connections[primary].in_atomic_block:
+            return primary
         replica = choose_replica(primary, g, unit, min_lsn=min_lsn)
         if replica is not None:
             return replica
