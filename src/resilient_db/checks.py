@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core import checks
 
 from resilient_db.conf import SETTING, ResilientSettings, parse_settings
+from resilient_db.health.checks import check_registry
 
 KEY_DATABASES = f"{SETTING}['DATABASES']"
 
@@ -59,6 +60,7 @@ def register() -> None:
     checks.register(check_settings)
     checks.register(check_consistency)
     checks.register(check_installation)
+    checks.register(check_registry)
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -28,7 +28,7 @@ _DJANGO_OPTIONS = frozenset(
 ROLE_SQL = "SELECT set_config('statement_timeout', %s, true), pg_is_in_recovery()"
 STANDBY_SQL = """
 SELECT pg_last_wal_receive_lsn() IS NOT NULL
-       AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+       AND pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn()
        AND NOT pg_is_wal_replay_paused(),
        EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8,
        pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint
