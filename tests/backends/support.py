@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.core.signals import request_finished, request_started
 from django.db import connections
 from django.dispatch import Signal
 
@@ -53,9 +54,19 @@ def adhoc_alias(name: str, base: str, **overrides: Any) -> Iterator[Any]:
     backend = type(connections[base])
     wrapper = backend(settings_dict, alias=name)
     connections[name] = wrapper
+
+    # Django's close_old_connections() only visits aliases in DATABASES: do
+    # the same request-boundary check for this one.
+    def boundary(**kwargs: Any) -> None:
+        wrapper.close_if_unusable_or_obsolete()
+
+    request_started.connect(boundary, weak=False)
+    request_finished.connect(boundary, weak=False)
     try:
         yield wrapper
     finally:
+        request_started.disconnect(boundary)
+        request_finished.disconnect(boundary)
         wrapper.close()
         del connections[name]
 
@@ -89,3 +100,17 @@ def capture_signals() -> Iterator[Captured]:
     finally:
         for signal, receiver in receivers:
             signal.disconnect(receiver)
+
+
+@contextmanager
+def resilient_settings(**aliases: dict[str, Any]) -> Iterator[None]:
+    """Extend the test RESILIENT_DB: ``aliases`` go into DATABASES, ``_top`` keys at the top."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    base = copy.deepcopy(settings.RESILIENT_DB)
+    top = aliases.pop("_top", {})
+    base["DATABASES"].update(aliases)
+    base.update(top)
+    with override_settings(RESILIENT_DB=base):
+        yield

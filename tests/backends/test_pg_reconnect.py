@@ -30,7 +30,7 @@ def test_terminated_idle_connection_in_a_loop_has_no_failures(pg_terminate):
     failures = 0
     with persistent("default"):
         Item.objects.create(key="a")
-        for _ in range(10):
+        for _ in range(5):
             pg_terminate(pg_backend_pid())
             try:
                 assert Item.objects.filter(key="a").exists()
