@@ -1,0 +1,111 @@
+"""MariaDB equivalents: killed idle connection, peer failover, atomic, outcome unknown."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections, transaction
+from django.test import Client, override_settings
+
+from resilient_db.backends.scopes import idempotent
+from resilient_db.exceptions import ConnectionLost, OutcomeUnknown
+from tests.backends.support import (
+    adhoc_alias,
+    capture_signals,
+    maria_connection_id,
+    persistent,
+    resilient_settings,
+)
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.mariadb,
+    pytest.mark.django_db(transaction=True, databases=["default", "mysql"]),
+]
+
+
+def test_killed_idle_connection_next_read_succeeds(maria_kill):
+    with persistent("mysql"), capture_signals() as seen:
+        Item.objects.using("mysql").create(key="a")
+        before = maria_connection_id()
+        assert maria_kill(before) == 1
+        assert Item.objects.using("mysql").count() == 1
+        assert maria_connection_id() != before
+    assert seen["reconnected"]
+
+
+def test_killed_idle_connection_in_a_loop_has_no_failures(maria_kill):
+    failures = 0
+    with persistent("mysql"):
+        Item.objects.using("mysql").create(key="a")
+        for _ in range(5):
+            maria_kill(maria_connection_id())
+            try:
+                assert Item.objects.using("mysql").filter(key="a").exists()
+            except Exception:
+                failures += 1
+    assert failures == 0
+
+
+def test_read_killed_mid_query_is_retried(maria_kill):
+    cid = maria_connection_id()
+    timer = threading.Timer(0.3, maria_kill, args=(cid,))
+    timer.start()
+    try:
+        with idempotent(), capture_signals() as seen, connections["mysql"].cursor() as cursor:
+            cursor.execute("SELECT SLEEP(1)")
+            cursor.fetchone()
+    finally:
+        timer.join()
+    assert len(seen["query_retried"]) == 1
+
+
+def test_insert_killed_mid_statement_is_outcome_unknown_and_never_duplicated(maria_kill):
+    cid = maria_connection_id()
+    timer = threading.Timer(0.3, maria_kill, args=(cid,))
+    timer.start()
+    try:
+        with pytest.raises(OutcomeUnknown), connections["mysql"].cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO testapp_item (`key`, value) SELECT 'u', SLEEP(1)"
+            )
+    finally:
+        timer.join()
+    assert Item.objects.using("mysql").filter(key="u").count() <= 1
+
+
+def test_connection_killed_inside_atomic_rolls_back_and_next_atomic_works(maria_kill):
+    with pytest.raises(ConnectionLost), transaction.atomic(using="mysql"):
+        Item.objects.using("mysql").create(key="in-block")
+        maria_kill(maria_connection_id())
+        Item.objects.using("mysql").create(key="after-kill")
+    assert not Item.objects.using("mysql").filter(key__in=["in-block", "after-kill"]).exists()
+    with transaction.atomic(using="mysql"):
+        Item.objects.using("mysql").create(key="next")
+    assert Item.objects.using("mysql").filter(key="next").exists()
+
+
+def test_killed_maria_peer_requests_move_to_the_other_peer(bed, kill_peer):
+    from resilient_db.health.registry import get_registry
+
+    get_registry().reset()
+    peer = {"HOST": bed.host, "PORT": str(bed.maria_peer_b_port)}
+    client = Client()
+    ports, failures = [], 0
+    with adhoc_alias("mpool", "mysql", HOST=bed.host, PORT=str(bed.maria_peer_a_port),
+                     CONN_MAX_AGE=None), \
+            resilient_settings(mpool={"PEERS": [peer]}), \
+            override_settings(ROOT_URLCONF="tests.backends.urls"):
+        for i in range(300):
+            if i == 100:
+                kill_peer("maria_peer_a")
+            response = client.get("/read/mpool/")
+            if response.status_code != 200:
+                failures += 1
+            else:
+                ports.append(response.json()["port"])
+    get_registry().reset()
+    assert failures == 0
+    assert set(ports[:100]) == {str(bed.maria_peer_a_port)}
+    assert set(ports[101:]) == {str(bed.maria_peer_b_port)}
