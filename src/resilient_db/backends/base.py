@@ -105,7 +105,12 @@ class ResilientMixin(_Base):
 
     def ensure_connection(self) -> None:
         """Guarantee a live connection; replace a dead one outside a transaction."""
-        if self.connection is not None and not self.in_atomic_block and self.autocommit:
+        if (
+            self.connection is not None
+            and not self.in_atomic_block
+            and self.autocommit
+            and not self._rdb_connecting
+        ):
             now = time.monotonic()
             if self._rdb_discard or self._rdb_suspect(now):
                 self._rdb_replace_if_dead()

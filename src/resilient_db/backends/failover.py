@@ -66,6 +66,7 @@ def connect_with_failover(db: ResilientMixin) -> None:
     secrets = secrets_of(db.settings_dict, *(t.overrides for t in targets))
     attempts: list[Attempt] = []
     failed: list[tuple[Target, Category]] = []
+    previous = db._rdb_target if db._rdb_reconnect_reason is not None else None
     tried_once = False
     while True:
         plan = _order(registry.plan(targets, cfg.policy), registry, want_writer)
@@ -93,6 +94,10 @@ def connect_with_failover(db: ResilientMixin) -> None:
                 failed.append((target, category))
                 continue
             registry.record_success(target, time.monotonic() - began)
+            if not failed and previous is not None and previous != target:
+                # The lost connection's target was already marked down, so the
+                # plan went straight to another one: that is a failover too.
+                failed.append((previous, Category.CONNECTION_LOST))
             if failed:
                 _announce_failover(db, failed, target)
             return
@@ -135,6 +140,7 @@ def discard_connection(db: ResilientMixin) -> None:
     """Close ``db``'s driver connection without raising and forget it (outside a transaction)."""
     conn = db.connection
     db._rdb_poller = None
+    db._rdb_discard = False
     if conn is None:
         return
     # Closing a dead connection may fail in any way; it is gone anyway.
