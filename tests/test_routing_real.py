@@ -279,3 +279,21 @@ def test_replicas_become_test_mirrors_without_hand_written_mirror() -> None:
     finally:
         for alias, value in saved.items():
             connections.settings[alias]["TEST"]["MIRROR"] = value
+
+
+def test_write_wrapper_survives_a_reconnect_inside_a_user_execute_wrapper_block() -> None:
+    from resilient_db.routers.writes import note_writes
+
+    conn = connections["default"]
+    conn.close()
+    seen: list[str] = []
+
+    def mine(execute: Any, sql: str, params: Any, many: bool, ctx: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, ctx)
+
+    with conn.execute_wrapper(mine), conn.cursor() as cursor:
+        cursor.execute("SELECT 1")  # connects, and so installs the write wrapper, in the block
+    assert mine not in conn.execute_wrappers
+    assert conn.execute_wrappers.count(note_writes) == 1
+    assert seen == ["SELECT 1"]

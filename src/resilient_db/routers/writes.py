@@ -64,10 +64,13 @@ def install_on(connection: BaseDatabaseWrapper) -> bool:
         return False
     if connection.alias not in _primaries():
         return False
-    # First, not last: connection.execute_wrapper() blocks pop() the last
-    # wrapper on exit, and a reconnect inside such a block must not make them
-    # pop ours instead of theirs.
-    connection.execute_wrappers.insert(0, note_writes)
+    # Near the front, never last: connection.execute_wrapper() blocks pop() the
+    # last wrapper on exit, and a reconnect inside such a block must not make
+    # them pop ours. Just inside the resilient backend's retry wrapper, which
+    # wants to stay outermost so a retry re-runs every inner wrapper.
+    wrappers = connection.execute_wrappers
+    first = getattr(wrappers[0], "__module__", "") if wrappers else ""
+    wrappers.insert(1 if first.startswith("resilient_db.backends") else 0, note_writes)
     return True
 
 
