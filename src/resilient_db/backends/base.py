@@ -117,6 +117,24 @@ class ResilientMixin(_Base):
             self._rdb_last_used = now
         super().ensure_connection()
 
+    def close_if_unusable_or_obsolete(self) -> None:
+        """Close a dead or obsolete connection at a request boundary, never reconnecting."""
+        # Django's version calls get_autocommit(), which goes through
+        # ensure_connection(): a dead connection would be replaced right there,
+        # inside request_started, where a replica that is down would turn into
+        # a 500 before the router had any chance to fall back to the primary.
+        # Here a dead connection is only dropped; the next real use reconnects.
+        if (
+            self.connection is not None
+            and not self.in_atomic_block
+            and (self._rdb_discard or self._rdb_suspect(time.monotonic()))
+            and (self._rdb_discard or driver_says_closed(self.connection) or not self.is_usable())
+        ):
+            self._rdb_reconnect_reason = "dead_connection"
+            discard_connection(self)
+            return
+        super().close_if_unusable_or_obsolete()
+
     def _rdb_suspect(self, now: float) -> bool:
         poller = self._rdb_poller
         if poller is not None and poller.poll(0):
