@@ -17,7 +17,7 @@ from resilient_db.testing import bed
 from resilient_db.testing.bed_config import BedError
 from resilient_db.testing.bed_process import alive, wait_until
 
-__all__ = ["PEERS", "Freezer", "PeerKiller", "ServerControl", "restore"]
+__all__ = ["PEERS", "Freezer", "PeerKiller", "ServerControl", "heal_all", "restore"]
 
 PEERS = ("pgbouncer_a", "pgbouncer_b", "maria_peer_a", "maria_peer_b")
 
@@ -139,8 +139,7 @@ class Freezer:
         _FROZEN.add(pid)
         self.frozen[name] = pid
         os.kill(pid, signal.SIGSTOP)
-        wait_until(lambda: _state(pid) in {"T", "t"}, timeout=5.0, interval=0.01,
-                   what=f"{name} to stop")
+        wait_until(lambda: _stopped(pid), timeout=5.0, interval=0.01, what=f"{name} to stop")
         return pid
 
     def thaw(self, name: str | None = None) -> None:
@@ -154,9 +153,50 @@ class Freezer:
             _FROZEN.discard(pid)
 
 
-def _state(pid: int) -> str:
+def heal_all() -> list[str]:
+    """Undo faults a crashed test run may have left behind; return what was healed.
+
+    Wakes every frozen server, resumes both PgBouncers, WAL replay on the PostgreSQL
+    replica and the MariaDB replica's SQL thread. Servers that are down stay down.
+    """
+    from resilient_db.testing.faults_lag import ReplicaLag
+    from resilient_db.testing.faults_pg import BouncerAdmin
+
+    healed: list[str] = []
+    for name in bed.SERVER_NAMES:
+        pid = bed.server_pid(name)
+        if pid is not None and _stopped(pid):
+            os.kill(pid, signal.SIGCONT)
+            healed.append(f"{name}: SIGCONT")
+    for name in ("pgbouncer_a", "pgbouncer_b"):
+        if bed.server(name).running():
+            console = BouncerAdmin(name)
+            with contextlib.suppress(BedError, OSError, TimeoutError):
+                paused = [d["name"] for d in console.show("databases") if d.get("paused") == "1"]
+                for database in paused:
+                    console.resume(database)
+                # A global PAUSE is invisible in 1.18; RESUME answers "not paused" if none.
+                console.resume()
+                if paused:
+                    healed.append(f"{name}: RESUME {', '.join(paused)}")
+    lag = ReplicaLag()
+    if bed.server("pg_replica").running():
+        with contextlib.suppress(Exception):  # noqa: BLE001 - best effort; up() reports real trouble
+            if lag.pg_replay_paused():
+                lag.pg_resume(catch_up=False)
+                healed.append("pg_replica: replay resumed")
+    if bed.server("maria_replica").running():
+        with contextlib.suppress(Exception):  # noqa: BLE001 - best effort; up() reports real trouble
+            status = lag.maria_status()
+            if status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "No":
+                lag.maria_resume(catch_up=False)
+                healed.append("maria_replica: SQL thread started")
+    return healed
+
+
+def _stopped(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0]
+            return fh.read().rsplit(")", 1)[-1].split()[0] in {"T", "t"}
     except OSError:
-        return "?"
+        return False

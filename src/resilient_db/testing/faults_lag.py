@@ -34,6 +34,12 @@ class ReplicaLag:
 
             wait_until(paused, timeout=10.0, interval=0.02, what="WAL replay to pause")
 
+    def pg_replay_paused(self) -> bool:
+        """Tell whether WAL replay on the replica is paused (or being paused)."""
+        with pg_admin_connect("pg_replica", cfg=self.cfg) as conn:
+            row = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()
+        return bool(row and row[0] != "not paused")
+
     def pg_resume(self, *, catch_up: bool = True) -> None:
         """``pg_wal_replay_resume()`` and (by default) wait until the replica caught up."""
         with pg_admin_connect("pg_replica", cfg=self.cfg) as conn:

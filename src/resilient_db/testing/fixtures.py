@@ -16,7 +16,7 @@ import pytest
 from resilient_db.testing import bed as bed_module
 from resilient_db.testing.bed_config import BedConfig, BedError
 from resilient_db.testing.bed_install import missing_packages
-from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
+from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl, heal_all
 from resilient_db.testing.faults_lag import ReplicaLag
 from resilient_db.testing.faults_maria import MariaKiller
 from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
@@ -69,6 +69,9 @@ def bed() -> Iterator[BedConfig]:
             bed_module.up()
         except BedError as exc:
             pytest.fail(f"the test bed did not come up:\n{exc}")
+    # Faults left by a crashed earlier run (a frozen peer, a paused bouncer) would make
+    # this run fail in confusing ways; undo them before the first test.
+    heal_all()
     try:
         yield bed_module.config()
     finally:
