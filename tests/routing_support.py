@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -80,70 +79,3 @@ def health_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Health]:
         yield Health(registry)
     reset_stats()
 
-
-class LagFeed:
-    """Report replica lag, replay LSN and reachability to the real registry, in a thread.
-
-    Stands in for the health monitor in these tests: every ``interval`` seconds it
-    measures each replica with its own short connection and records the result.
-    """
-
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="lag-feed", daemon=True)
-        self.errors: list[BaseException] = []
-
-    def measure_pg(self) -> tuple[float, int | None]:
-        from resilient_db.routers.pins import parse_lsn
-        from resilient_db.testing.faults_pg import pg_admin_connect
-
-        with pg_admin_connect("pg_replica") as conn:
-            row = conn.execute(
-                "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(),"
-                " COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0),"
-                " pg_last_wal_replay_lsn()::text"
-            ).fetchone()
-        assert row is not None
-        caught_up, lag, lsn = row
-        return (0.0 if caught_up else float(lag)), parse_lsn(lsn)
-
-    def measure_maria(self) -> float | None:
-        from resilient_db.testing.faults_lag import ReplicaLag
-
-        return ReplicaLag().maria_lag()
-
-    def once(self) -> None:
-        from resilient_db.health.errors import Category
-        from resilient_db.health.registry import get_registry
-
-        registry = get_registry()
-        for alias, measure in (("replica", self.measure_pg), ("mysql_replica", self.measure_maria)):
-            for t in targets_for(alias):
-                try:
-                    result = measure()
-                except Exception as exc:  # the server is stopped: report it down
-                    registry.record_failure(t, exc, Category.CANNOT_CONNECT)
-                    continue
-                registry.record_success(t)
-                if isinstance(result, tuple):
-                    registry.record_lag(t, result[0], lsn=result[1])
-                else:
-                    registry.record_lag(t, result)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.once()
-            except BaseException as exc:
-                self.errors.append(exc)
-            self.stop.wait(self.interval)
-
-    def __enter__(self) -> LagFeed:
-        self.once()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)

@@ -24,15 +24,17 @@ def nothing(request: HttpRequest) -> HttpResponse:
 def read(request: HttpRequest) -> JsonResponse:
     """Return whether the Item exists, its value, and the alias the read used."""
     qs = Item.objects.filter(key=request.GET["key"])
-    row = qs.values_list("value", flat=True).first()
-    return JsonResponse({"db": qs.db, "found": row is not None, "value": row})
+    db = qs.db  # routed once, so the answer names the database that was read
+    row = qs.using(db).values_list("value", flat=True).first()
+    return JsonResponse({"db": db, "found": row is not None, "value": row})
 
 
 async def aread(request: HttpRequest) -> JsonResponse:
     """Async version of :func:`read`."""
     qs = Item.objects.filter(key=request.GET["key"])
-    row = await qs.values_list("value", flat=True).afirst()
-    return JsonResponse({"db": qs.db, "found": row is not None, "value": row})
+    db = qs.db
+    row = await qs.using(db).values_list("value", flat=True).afirst()
+    return JsonResponse({"db": db, "found": row is not None, "value": row})
 
 
 def fake_write(request: HttpRequest) -> HttpResponse:
