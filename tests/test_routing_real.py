@@ -306,3 +306,23 @@ def test_write_wrapper_survives_a_reconnect_inside_a_user_execute_wrapper_block(
     assert mine not in conn.execute_wrappers
     assert conn.execute_wrappers.count(note_writes) == 1
     assert seen == ["SELECT 1"]
+
+
+@pytest.mark.postgres
+def test_lsn_mode_async_middleware_reads_the_wal_position(settings: Any) -> None:
+    settings.RESILIENT_DB = {
+        **settings.RESILIENT_DB,
+        "PINNING": {"SECURE": False, "MODE": "lsn", "SECONDS": 60},
+    }
+
+    async def main() -> Any:
+        return await AsyncClient().get("/routing/write/?key=alsn&value=1")
+
+    response = async_to_sync(main)()
+    pins = loads_pin(response.cookies["rdb_pin"].value, salt="resilient_db.pinning", max_age=60)
+    assert isinstance(pins["default"], int) and pins["default"] > 0
+    # A MariaDB primary has no WAL position: its pin is time-based.
+    settings.ROUTING_TEST_PRIMARY = "mysql"
+    response = async_to_sync(main)()
+    pins = loads_pin(response.cookies["rdb_pin"].value, salt="resilient_db.pinning", max_age=60)
+    assert pins == {"mysql": None}

@@ -188,7 +188,9 @@ def _skipped(view: ReplicaView, primary: str) -> None:
     from resilient_db.signals import replica_skipped
 
     _counts[("replica_skipped", view.alias, view.reason or "")] += 1
-    if view.reason in ("unknown_lag",):
+    if view.reason != "lsn":
+        # Nothing else brings a skipped replica back: no read connects to it,
+        # so only the monitor's probes can see it up (or its lag) again.
         _ensure_monitor()
     replica_skipped.send(
         sender=ReplicaView, alias=view.alias, primary=primary, reason=view.reason, lag=view.lag
