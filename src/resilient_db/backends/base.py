@@ -56,6 +56,7 @@ class ResilientMixin(_Base):
     _rdb_deadline: float | None = None
     _rdb_attempt_timeout: float = 2.0
     _rdb_reconnect_reason: str | None = None
+    _rdb_fallback_checked: float = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,6 +115,9 @@ class ResilientMixin(_Base):
             now = time.monotonic()
             if self._rdb_discard or self._rdb_suspect(now):
                 self._rdb_replace_if_dead()
+            elif self._rdb_back_to_own_target(now):
+                discard_connection(self)
+                self._rdb_reconnect_reason = "replica_back"
             self._rdb_last_used = now
         super().ensure_connection()
 
@@ -143,6 +147,20 @@ class ResilientMixin(_Base):
         if self._rdb_idle_ping and now - self._rdb_last_used > self._rdb_idle_ping:
             return True
         return driver_says_closed(self.connection)
+
+    def _rdb_back_to_own_target(self, now: float) -> bool:
+        # A replica alias that fell back to its primary returns to its own
+        # servers once one of them is usable again (checked at most once a
+        # second, so a persistent connection does not stay on the primary).
+        target = self._rdb_target
+        if target is None or target.alias == self.alias or now - self._rdb_fallback_checked < 1.0:
+            return False
+        self._rdb_fallback_checked = now
+        from resilient_db.backends.failover import targets_of
+        from resilient_db.health.registry import get_registry
+
+        registry = get_registry()
+        return any(registry.is_available(t) for t in targets_of(self))
 
     def _rdb_replace_if_dead(self) -> None:
         if self._rdb_discard:

@@ -11,6 +11,7 @@ deadline. When every target is down the caller gets one
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -52,6 +53,29 @@ def targets_of(db: ResilientMixin) -> tuple[Target, ...]:
     return targets
 
 
+def primary_fallback_targets(db: ResilientMixin) -> tuple[Target, ...]:
+    """Return the group primary's targets when ``db`` is a replica alias, else ``()``.
+
+    A replica that is down must not fail a read: nothing has been sent while
+    connecting, so the same read can safely go to the primary instead. The
+    targets keep the primary's alias, so their health is the primary's own
+    record; their overrides carry the primary's full connection settings.
+    """
+    settings = get_settings()
+    primary = settings.primary_of(db.alias)
+    if primary is None:
+        return ()
+    from django.db import connections
+
+    base = connections[primary].settings_dict
+    keys = ("HOST", "PORT", "NAME", "USER", "PASSWORD", "OPTIONS")
+    out = []
+    for target in build_targets(primary, base, settings.alias(primary)):
+        merged = target.settings_dict(base)
+        out.append(dataclasses.replace(target, overrides={k: merged.get(k) for k in keys}))
+    return tuple(out)
+
+
 def connect_with_failover(db: ResilientMixin) -> None:
     """Connect ``db`` to the first target of the plan that accepts, or raise AllTargetsDown."""
     from resilient_db.health.registry import get_registry
@@ -60,16 +84,20 @@ def connect_with_failover(db: ResilientMixin) -> None:
     cfg = settings.alias(db.alias)
     registry = get_registry()
     targets = targets_of(db)
+    fallback = primary_fallback_targets(db)
     start = time.monotonic()
     deadline = db._rdb_deadline if db._rdb_deadline is not None else start + settings.retry.deadline
     want_writer = cfg.role == "primary" or db._rdb_want_writer
-    secrets = secrets_of(db.settings_dict, *(t.overrides for t in targets))
+    secrets = secrets_of(db.settings_dict, *(t.overrides for t in (*targets, *fallback)))
     attempts: list[Attempt] = []
     failed: list[tuple[Target, Category]] = []
     previous = db._rdb_target if db._rdb_reconnect_reason is not None else None
     tried_once = False
     while True:
         plan = _order(registry.plan(targets, cfg.policy), registry, want_writer)
+        if fallback:
+            # The replica's own targets first; the primary only when none answers.
+            plan += registry.plan(fallback, "priority")
         for target in plan:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and tried_once:
@@ -94,6 +122,14 @@ def connect_with_failover(db: ResilientMixin) -> None:
                 failed.append((target, category))
                 continue
             registry.record_success(target, time.monotonic() - began)
+            if target.alias != db.alias:
+                logger.warning(
+                    "Replica alias %r has no usable target: reading from its primary %r (%s)",
+                    db.alias, target.alias, target.label,
+                )
+                signals.primary_fallback.send(
+                    sender=type(db), alias=target.alias, reason=f"replica {db.alias!r} down"
+                )
             if not failed and previous is not None and previous != target:
                 # The lost connection's target was already marked down, so the
                 # plan went straight to another one: that is a failover too.
