@@ -201,6 +201,9 @@ class MariaPrimary(_MariaServer):
                 f"GRANT ALL ON `{c.maria_db}`.* TO {account};",
                 f"GRANT ALL ON `test_{c.maria_db}`.* TO {account};",
                 f"GRANT ALL ON `test\\_%`.* TO {account};",
+                # Lag probes read SHOW SLAVE STATUS as the application user,
+                # as they would in production: document-worthy, not admin-only.
+                f"GRANT SLAVE MONITOR ON *.* TO {account};",
             ]
             admin = f"'{c.maria_admin_user}'@'{host}'"
             sql += [
