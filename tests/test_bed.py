@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -269,12 +270,31 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _free_shift(cfg: BedConfig) -> int:
+    """Return a port shift under which no port of the bed is taken (other beds may run)."""
+    defaults = BedConfig(root=cfg.root)
+    ports = [defaults.port(name) for name in bed_module.SERVER_NAMES]
+    for shift in range(-2000, -20000, -137):
+        if all(_bindable(port + shift) for port in ports):
+            return shift
+    pytest.skip("no free set of ports for a second bed")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.mark.slow
 def test_private_bed_cycle_up_up_partial_down_down(
     bed: BedConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second bed (own directory, ports shifted) goes up, completes, comes down cleanly."""
-    shift = bed.pg_primary_port - 25432 - 2000
+    shift = _free_shift(bed)
     # Not tmp_path: pytest's base directory is private to this user, and the servers run
     # as their own accounts when the suite runs as root.
     root = Path(tempfile.mkdtemp(prefix="rdb-bed-cycle-"))

@@ -286,14 +286,7 @@ class PgBouncer(Server):
         """Return PgBouncer's log."""
         return self.dir / "pgbouncer.log"
 
-    def initialised(self) -> bool:
-        """Tell whether the configuration files exist."""
-        return (self.dir / "pgbouncer.ini").is_file() and (self.dir / "userlist.txt").is_file()
-
-    def initialise(self) -> None:
-        """Write pgbouncer.ini and the user list."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-        prepare_dir(self.dir, self.owner, mode=0o700)
+    def _files(self) -> dict[Path, str]:
         c = self.cfg
         users = {
             c.pg_user: c.pg_password,
@@ -301,9 +294,7 @@ class PgBouncer(Server):
             c.limited_user: c.limited_password,
         }
         userlist = self.dir / "userlist.txt"
-        userlist.write_text("".join(f'"{u}" "{p}"\n' for u, p in users.items()))
-        ini = self.dir / "pgbouncer.ini"
-        ini.write_text(
+        ini = (
             "[databases]\n"
             f"* = host={c.host} port={c.pg_primary_port}\n"
             "\n[pgbouncer]\n"
@@ -319,11 +310,30 @@ class PgBouncer(Server):
             "default_pool_size = 20\n"
             "server_login_retry = 1\n"
             "server_connect_timeout = 3\n"
+            # A query held by a forgotten PAUSE fails after 20 s instead of the default 120 s.
+            "query_wait_timeout = 20\n"
             "ignore_startup_parameters = extra_float_digits,options\n"
             f"pidfile = {self.pidfile}\n"
             f"logfile = {self.log}\n"
         )
-        for path in (userlist, ini):
+        return {
+            userlist: "".join(f'"{u}" "{p}"\n' for u, p in users.items()),
+            self.dir / "pgbouncer.ini": ini,
+        }
+
+    def initialised(self) -> bool:
+        """Tell whether the configuration files exist with the current content."""
+        try:
+            return all(path.read_text() == text for path, text in self._files().items())
+        except OSError:
+            return False
+
+    def initialise(self) -> None:
+        """Write pgbouncer.ini and the user list."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        prepare_dir(self.dir, self.owner, mode=0o700)
+        for path, text in self._files().items():
+            path.write_text(text)
             path.chmod(0o600)
             if self.owner.switches:
                 assert self.owner.uid is not None and self.owner.gid is not None

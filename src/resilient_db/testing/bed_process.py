@@ -153,20 +153,29 @@ def read_pid(pidfile: Path) -> int | None:
 
 
 def alive(pid: int) -> bool:
-    """Tell whether ``pid`` is a running (or stopped) process, not a zombie."""
+    """Tell whether ``pid`` runs (or is stopped) with at least one thread that is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    # After SIGKILL the main thread of a multi-threaded server (PgBouncer, the proxy) can be a
+    # zombie while other threads still exit and still hold its sockets open; only when every
+    # thread is gone is the process really dead.
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return True
-    # The state letter follows the parenthesised command name, which may contain spaces.
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in {"Z", "X"}
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue
+        # The state letter follows the parenthesised command name, which may contain spaces.
+        if stat.rsplit(")", 1)[-1].split()[0] not in {"Z", "X"}:
+            return True
+    return False
 
 
 def stop_pid(pid: int, *, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from resilient_db.testing import bed
 from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_process import alive, wait_until
+from resilient_db.testing.bed_process import alive, port_open, wait_until
 
 __all__ = ["PEERS", "Freezer", "PeerKiller", "ServerControl", "heal_all", "restore"]
 
@@ -103,6 +103,13 @@ class PeerKiller:
             self.killed.append(name)
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not alive(pid), timeout=10.0, interval=0.02, what=f"{name} to die")
+        cfg = bed.config()
+        wait_until(
+            lambda: not port_open(cfg.host, cfg.port(name), timeout=0.2),
+            timeout=5.0,
+            interval=0.02,
+            what=f"{name}'s port to close",
+        )
         return pid
 
     def restore(self) -> None:

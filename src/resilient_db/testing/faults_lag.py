@@ -59,7 +59,9 @@ class ReplicaLag:
     def pg_catch_up(self, timeout: float = 15.0) -> None:
         """Wait (bounded) until the replica replayed the primary's current WAL position."""
         with pg_admin_connect("pg_primary", cfg=self.cfg) as primary:
-            row = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+            # The insert position, not pg_current_wal_lsn(): with synchronous_commit=off a
+            # just-committed record may still sit in the WAL buffers, behind the write position.
+            row = primary.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
         target = row[0] if row else "0/0"
         with pg_admin_connect("pg_replica", cfg=self.cfg) as conn:
 

@@ -100,8 +100,13 @@ class BouncerAdmin:
         self.cfg = cfg or bed.config()
         self.name = name
         self.port = self.cfg.port(name)
-        self.paused = False
+        self._paused: set[str | None] = set()  # databases paused here, None: the whole pooler
         self._pending: list[psycopg.Connection[tuple[Any, ...]]] = []
+
+    @property
+    def paused(self) -> bool:
+        """Tell whether this console paused anything not resumed yet."""
+        return bool(self._paused)
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(
@@ -162,7 +167,7 @@ class BouncerAdmin:
     ) -> None:
         """``PAUSE`` (optionally one database); ``wait``: until all server links are released."""
         sql = "PAUSE" + (f" {database}" if database else "")
-        self.paused = True
+        self._paused.add(database or None)
         if wait:
             self.command(sql, timeout=timeout)
             return
@@ -185,14 +190,22 @@ class BouncerAdmin:
         )
 
     def resume(self, database: str | None = None) -> None:
-        """``RESUME`` (no error when not paused) and drop pending ``PAUSE`` links."""
+        """``RESUME`` one database, or everything this console paused and the whole pooler.
+
+        A database paused by name stays paused through a plain ``RESUME``, hence the
+        per-database commands first. "Not paused" answers are not errors.
+        """
+        targets = [database] if database else sorted(d for d in self._paused if d) + [None]
         try:
-            self.command("RESUME" + (f" {database}" if database else ""))
-        except BedError as exc:
-            if "not paused" not in str(exc):
-                raise
+            for target in targets:
+                try:
+                    self.command("RESUME" + (f" {target}" if target else ""))
+                except BedError as exc:
+                    if "not paused" not in str(exc):
+                        raise
+                self._paused.discard(target)
         finally:
-            for conn in self._pending:
-                conn.close()
-            self._pending.clear()
-        self.paused = False
+            if not self._paused:
+                for conn in self._pending:
+                    conn.close()
+                self._pending.clear()
