@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from resilient_db.testing.bed_config import SERVER_NAMES, BedConfig, BedError, config
 from resilient_db.testing.bed_install import install, missing_packages
@@ -106,8 +108,34 @@ def _chain(servers: Sequence[Server]) -> None:
         srv.ensure()
 
 
+@contextlib.contextmanager
+def _locked(cfg: BedConfig, timeout: float = 300.0) -> Iterator[None]:
+    """Hold the bed's lock file so that concurrent ``up``/``down`` calls take turns."""
+    lock_path = cfg.root.with_name(cfg.root.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BedError(f"{lock_path} stayed locked for {timeout:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def up() -> None:
     """Bring every missing or stopped server up and wait until replication streams."""
+    with _locked(config()):
+        _up()
+
+
+def _up() -> None:
     missing = missing_packages()
     if missing:
         raise BedError(
@@ -136,6 +164,11 @@ def up() -> None:
 def down(*, keep: bool = False) -> None:
     """Stop every server; remove the bed's data unless ``keep``."""
     cfg = config()
+    with _locked(cfg):
+        _down(cfg, keep=keep)
+
+
+def _down(cfg: BedConfig, *, keep: bool) -> None:
     servers = list(_servers(cfg).values())
     # Peers first, then replicas, then primaries: nothing reconnects to what is going away.
     order = ["maria_peer_a", "maria_peer_b", "pgbouncer_a", "pgbouncer_b", "redis",

@@ -13,7 +13,6 @@ from resilient_db.testing.bed_config import BedConfig, BedError
 from resilient_db.testing.bed_process import (
     RunAs,
     prepare_dir,
-    read_pid,
     run,
     run_as,
     spawn_daemon,
@@ -350,10 +349,6 @@ class PgBouncer(Server):
             log=self.dir / "stderr.log",
             cwd=self.dir,
         )
-
-    def pid(self) -> int | None:
-        """Return PgBouncer's process id, or ``None``."""
-        return read_pid(self.pidfile)
 
 
 class PgBouncerA(PgBouncer):

@@ -20,6 +20,11 @@ class Redis(Server):
         """Return the account Redis runs as."""
         return run_as("redis", "nobody")
 
+    @property
+    def marker(self) -> str:
+        """Return what redis-server shows as its process title."""
+        return f"{self.cfg.host}:{self.port}"
+
     def initialised(self) -> bool:
         """Tell whether the working directory exists."""
         return self.dir.is_dir()

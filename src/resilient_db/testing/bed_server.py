@@ -46,9 +46,24 @@ class Server:
         """Return the server's log file."""
         return self.dir / "server.log"
 
+    @property
+    def marker(self) -> str:
+        """Return a string the server's command line contains (tells a reused pid apart)."""
+        return str(self.dir)
+
     def pid(self) -> int | None:
         """Return the process id of the running server, or ``None``."""
-        return read_pid(self.pidfile)
+        pid = read_pid(self.pidfile)
+        if pid is None:
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace"
+            )
+        except OSError:
+            return pid
+        # A stale pid file may name a pid the system gave to an unrelated process since.
+        return pid if self.marker in cmdline else None
 
     def running(self) -> bool:
         """Tell whether the server process lives and accepts TCP connections."""
