@@ -204,7 +204,7 @@ def run_soak(faults: list[Fault], opts: Options, workdir: Path, raw: dict[str, A
         report.violate("connection_leaked", f"{leaked} socket(s) to the bed still open after the run")
     if controller.crashed:
         report.violate("controller_crashed", controller.crashed.strip()[-500:])
-    _write_artifacts(workdir, report, controller.windows)
+    _write_artifacts(workdir, report, controller.windows, logs, started)
     return report
 
 
@@ -220,8 +220,18 @@ def _wait_ready(children: list[tuple[subprocess.Popen[bytes], dict[str, Any]]],
             time.sleep(0.05)
 
 
-def _write_artifacts(workdir: Path, report: Report, windows: list[Window]) -> None:
+def _write_artifacts(workdir: Path, report: Report, windows: list[Window],
+                     logs: list[WorkerLog], started: float) -> None:
     (workdir / "report.txt").write_text(report.text())
+    # Every operation that did not simply succeed, with its time from the start.
+    with open(workdir / "failures.jsonl", "w") as fh:
+        for log in logs:
+            for op in [*log.writes, *log.reads]:
+                if getattr(op, "ok", True) and getattr(op, "outcome", "committed") == "committed":
+                    continue
+                row = dataclasses.asdict(op)
+                row["worker"], row["at"] = log.name, round(op.started - started, 3)
+                fh.write(json.dumps(row) + "\n")
     (workdir / "report.json").write_text(json.dumps({
         "counts": report.counts,
         "errors": dict(report.errors),
