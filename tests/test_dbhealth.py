@@ -90,7 +90,7 @@ def test_replica_stopped_is_degraded(bed: BedConfig, server_control: Any) -> Non
     server_control.restore()
     # A restarted standby of an idle primary has replayed no transaction yet,
     # so its lag is unknown until the primary commits something.
-    import psycopg
+    psycopg = pytest.importorskip("psycopg")
 
     with psycopg.connect(
         host=bed.host, port=bed.pg_primary_port, dbname=bed.pg_db, user=bed.pg_user,

@@ -26,10 +26,10 @@ def pg_connect(driver: str, bed: BedConfig, port: int | None = None, **kw: Any) 
         "user": bed.pg_user, "password": bed.pg_password, "connect_timeout": 2, **kw,
     }
     if driver == "psycopg":
-        import psycopg
+        psycopg = pytest.importorskip("psycopg")
 
         return psycopg.connect(**params, autocommit=True)
-    import psycopg2
+    psycopg2 = pytest.importorskip("psycopg2")
 
     conn = psycopg2.connect(**params)
     conn.autocommit = True

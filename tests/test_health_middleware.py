@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connections
@@ -29,6 +28,9 @@ from resilient_db.middleware.health import (
     install_clock,
 )
 from resilient_db.testing.bed_config import BedConfig
+
+# Round trips are counted through a psycopg 3 side connection.
+psycopg = pytest.importorskip("psycopg")
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
