@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -187,10 +188,22 @@ class MariaPrimary(_MariaServer):
         """Tell whether the data directory exists and the accounts were created."""
         return (self.data / "mysql").is_dir() and bool(self.generation())
 
+    def _setup_done(self, script: str) -> bool:
+        # The setup is re-applied (it is idempotent) whenever its text changed, so a new
+        # grant reaches an existing bed without a rebuild; replicas get it by replication.
+        digest = hashlib.sha256(script.encode()).hexdigest()
+        try:
+            return bool(self.generation()) and (self.dir / ".setup").read_text().strip() == digest
+        except OSError:
+            return False
+
+    def _mark_setup(self, script: str) -> None:
+        (self.dir / ".setup").write_text(hashlib.sha256(script.encode()).hexdigest() + "\n")
+        if not self.generation():
+            (self.dir / READY).write_text(secrets.token_hex(8) + "\n")
+
     def configure(self) -> None:
         """Create the bed's accounts and database (binlogged, so the replica gets them)."""
-        if self.generation():
-            return
         c = self.cfg
         hosts = ("127.0.0.1", "localhost")
         sql = [f"CREATE DATABASE IF NOT EXISTS `{c.maria_db}`;"]
@@ -221,8 +234,11 @@ class MariaPrimary(_MariaServer):
             f"CREATE USER IF NOT EXISTS {repl} IDENTIFIED BY '{c.replication_password}';",
             f"GRANT REPLICATION SLAVE ON *.* TO {repl};",
         ]
-        self.sql("\n".join(sql) + "\n")
-        (self.dir / READY).write_text(secrets.token_hex(8) + "\n")
+        script = "\n".join(sql) + "\n"
+        if self._setup_done(script):
+            return
+        self.sql(script)
+        self._mark_setup(script)
 
 
 class MariaReplica(_MariaServer):

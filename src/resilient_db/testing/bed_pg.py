@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import secrets
 import shutil
@@ -191,10 +192,22 @@ class PgPrimary(_PgServer):
         )
         self._write_local_conf()
 
+    def _setup_done(self, script: str) -> bool:
+        # The setup is re-applied (it is idempotent) whenever its text changed, so a new
+        # grant reaches an existing bed without a rebuild; replicas get it by replication.
+        digest = hashlib.sha256(script.encode()).hexdigest()
+        try:
+            return bool(self.generation()) and (self.dir / ".setup").read_text().strip() == digest
+        except OSError:
+            return False
+
+    def _mark_setup(self, script: str) -> None:
+        (self.dir / ".setup").write_text(hashlib.sha256(script.encode()).hexdigest() + "\n")
+        if not self.generation():
+            (self.dir / READY).write_text(secrets.token_hex(8) + "\n")
+
     def configure(self) -> None:
         """Create the bed's roles and database (idempotent)."""
-        if self.generation():
-            return
         c = self.cfg
         roles = {
             c.pg_user: f"LOGIN CREATEDB PASSWORD '{c.pg_password}'",
@@ -212,8 +225,11 @@ class PgPrimary(_PgServer):
             f"SELECT 'CREATE DATABASE {c.pg_db} OWNER {c.pg_user}' WHERE NOT EXISTS "
             f"(SELECT FROM pg_database WHERE datname = '{c.pg_db}')\n\\gexec\n"
         )
-        self.psql("".join(sql))
-        (self.dir / READY).write_text(secrets.token_hex(8) + "\n")
+        script = "".join(sql)
+        if self._setup_done(script):
+            return
+        self.psql(script)
+        self._mark_setup(script)
 
 
 class PgReplica(_PgServer):
