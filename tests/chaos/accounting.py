@@ -125,12 +125,18 @@ def judge(
         for read in log.reads:
             r.add("reads.total")
             c = r.by_alias.setdefault(read.alias, Counter())
+            if read.routed_to:
+                # Which alias the router picked (a fallback to the primary shows here).
+                c[f"routed_to_{read.routed_to}"] += 1
             if read.ok:
                 r.add("reads.ok")
                 c["read_ok"] += 1
                 continue
             r.errors[_error_type(read.error)] += 1
-            if _excused(read.alias, read.started, read.ended, windows, grace):
+            # A routed read is judged on the alias the router chose: the design sends
+            # reads to the primary when no replica is usable (rule 9), and promises
+            # no move of a read from a failing primary to a replica.
+            if _excused(read.routed_to or read.alias, read.started, read.ended, windows, grace):
                 r.add("reads.failed_while_all_down")
                 c["read_failed_all_down"] += 1
             else:

@@ -81,7 +81,9 @@ def test_reads_fail_only_inside_a_down_window_plus_grace() -> None:
         Read("replica", 8.5, 8.6, False, "x.AllTargetsDown: down"),  # within the grace
         Read("replica", 9.5, 9.6, False, "x.AllTargetsDown: down"),  # after it
         Read("default", 6, 6.1, False, "x.AllTargetsDown: down"),  # not down then
+        Read("routed:default", 6, 6.1, False, "x.AllTargetsDown: down", "replica"),  # routed there
+        Read("routed:default", 6, 6.1, False, "x.AllTargetsDown: down", "default"),  # not down
     )
     report = judge([_log(reads=reads)], [window], _snap(), grace=1.0, run_started=0.0)
-    assert report.counts["reads.failed_while_all_down"] == 2
-    assert report.counts["reads.failed_outside_down_windows"] == 2
+    assert report.counts["reads.failed_while_all_down"] == 3
+    assert report.counts["reads.failed_outside_down_windows"] == 3

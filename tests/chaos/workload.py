@@ -70,6 +70,7 @@ class Read:
     ended: float
     ok: bool
     error: str = ""
+    routed_to: str = ""  # the alias the router chose (reads through the router)
 
 
 @dataclasses.dataclass
@@ -203,10 +204,12 @@ class Worker:
 
     def read(self, alias: str) -> None:
         """Read a few ledger rows on ``alias`` (or through the router for ``routed:*``)."""
+        from django.db import router
+
         from tests.testapp.models import Author
 
         started = time.time()
-        label = alias
+        routed_to = ""
         try:
             if alias.startswith("routed:"):
                 from resilient_db.routers import get_replica
@@ -214,15 +217,18 @@ class Worker:
                 group = alias.split(":", 1)[1]
                 if group == "default":
                     qs = Author.objects.all()  # DATABASE_ROUTERS picks the alias
+                    routed_to = router.db_for_read(Author) or ""
                 else:
-                    qs = Author.objects.using(get_replica(group))
+                    routed_to = get_replica(group)
+                    qs = Author.objects.using(routed_to)
             else:
                 qs = Author.objects.using(alias)
             list(qs.filter(name__startswith=f"{self.spec.run_id}-{self.spec.name}-")[:5])
         except Exception as exc:  # every exception is judged by the accounting
-            self.log.reads.append(Read(label, started, time.time(), False, describe(exc)))
+            self.log.reads.append(
+                Read(alias, started, time.time(), False, describe(exc), routed_to))
         else:
-            self.log.reads.append(Read(label, started, time.time(), True))
+            self.log.reads.append(Read(alias, started, time.time(), True, "", routed_to))
 
     # -- the loop ---------------------------------------------------------------------------
 
