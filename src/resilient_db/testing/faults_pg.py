@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import selectors
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
-from psycopg import pq
-
-from resilient_db.testing import bed
+from resilient_db.testing import bed, pgdriver
 from resilient_db.testing.bed_config import BedConfig, BedError
 from resilient_db.testing.bed_process import wait_until
 
@@ -23,16 +19,15 @@ ADMIN_APPLICATION = "resilient-db-bed-admin"
 @contextlib.contextmanager
 def pg_admin_connect(
     server: str = "pg_primary", *, dbname: str = "postgres", cfg: BedConfig | None = None
-) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+) -> Iterator[pgdriver.AdminConnection]:
     """Open an autocommit superuser connection straight to a PostgreSQL server of the bed."""
     c = cfg or bed.config()
-    with psycopg.connect(
+    with pgdriver.connect(
         host=c.host,
         port=c.port(server),
         dbname=dbname,
         user=c.pg_admin_user,
         password=c.pg_admin_password,
-        autocommit=True,
         connect_timeout=3,
         application_name=ADMIN_APPLICATION,
     ) as conn:
@@ -101,62 +96,37 @@ class BouncerAdmin:
         self.name = name
         self.port = self.cfg.port(name)
         self._paused: set[str | None] = set()  # databases paused here, None: the whole pooler
-        self._pending: list[psycopg.Connection[tuple[Any, ...]]] = []
+        self._pending: list[pgdriver.ConsoleCommand] = []
 
     @property
     def paused(self) -> bool:
         """Tell whether this console paused anything not resumed yet."""
         return bool(self._paused)
 
-    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(
-            host=self.cfg.host,
-            port=self.port,
-            dbname="pgbouncer",
-            user=self.cfg.pg_admin_user,
-            password=self.cfg.pg_admin_password,
-            autocommit=True,
-            connect_timeout=3,
-        )
+    def _params(self) -> dict[str, Any]:
+        return {
+            "host": self.cfg.host,
+            "port": self.port,
+            "dbname": "pgbouncer",
+            "user": self.cfg.pg_admin_user,
+            "password": self.cfg.pg_admin_password,
+            "connect_timeout": 3,
+        }
 
     def command(self, sql: str, *, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Run one console command (simple protocol), bounded by ``timeout``; return rows."""
-        conn = self._connect()
+        command = pgdriver.ConsoleCommand(self._params(), sql)
         try:
-            pgconn = conn.pgconn
-            pgconn.send_query(sql.encode())
-            self._wait(pgconn, sql, timeout)
-            return self._rows(pgconn, sql)
+            try:
+                command.wait(timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{self.name}: {exc}") from None
+            try:
+                return list(command.rows())
+            except RuntimeError as exc:
+                raise BedError(f"{self.name}: {sql!r} failed: {exc}") from exc
         finally:
-            # Closing (not leaving a with-block) so that no rollback is tried on a busy link.
-            conn.close()
-
-    def _wait(self, pgconn: pq.abc.PGconn, sql: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(pgconn.socket, selectors.EVENT_READ)
-            while True:
-                pgconn.consume_input()
-                if not pgconn.is_busy():
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.name}: {sql!r} did not finish in {timeout} s")
-                selector.select(min(left, 0.1))
-
-    def _rows(self, pgconn: pq.abc.PGconn, sql: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        while (result := pgconn.get_result()) is not None:
-            if result.status == pq.ExecStatus.FATAL_ERROR:
-                message = (result.error_message or b"").decode(errors="replace").strip()
-                raise BedError(f"{self.name}: {sql!r} failed: {message}")
-            names = [(result.fname(i) or b"").decode() for i in range(result.nfields)]
-            for r in range(result.ntuples):
-                values = [result.get_value(r, i) for i in range(result.nfields)]
-                rows.append(
-                    {n: None if v is None else v.decode() for n, v in zip(names, values, strict=True)}
-                )
-        return rows
+            command.close()
 
     def show(self, what: str) -> list[dict[str, Any]]:
         """Return ``SHOW <what>`` (pools, clients, servers, databases, stats...) as dicts."""
@@ -171,11 +141,9 @@ class BouncerAdmin:
         if wait:
             self.command(sql, timeout=timeout)
             return
-        conn = self._connect()
-        self._pending.append(conn)
-        conn.pgconn.send_query(sql.encode())
-        wait_until(lambda: conn.pgconn.flush() == 0, timeout=timeout, interval=0.01,
-                   what="PAUSE to be sent")
+        pending = pgdriver.ConsoleCommand(self._params(), sql)
+        self._pending.append(pending)
+        wait_until(pending.sent, timeout=timeout, interval=0.01, what="PAUSE to be sent")
         if database:
             wait_until(lambda: self._db_paused(database), timeout=timeout, interval=0.01,
                        what=f"{database} to pause")
@@ -206,6 +174,6 @@ class BouncerAdmin:
                 self._paused.discard(target)
         finally:
             if not self._paused:
-                for conn in self._pending:
-                    conn.close()
+                for pending in self._pending:
+                    pending.close()
                 self._pending.clear()
