@@ -47,6 +47,7 @@ TEST_DEPS = [
     "hypothesis>=6.100",
     "redis>=5",
     "mysqlclient>=2.2",
+    "PyMySQL>=1.1",
     "django-environ>=0.11",
     "gunicorn>=22",
     "prometheus-client>=0.17",

@@ -51,6 +51,7 @@ def maria_monitor_grant(bed: BedConfig) -> None:
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_pg_primary_and_replica(driver: str) -> None:
+    pytest.importorskip(driver)
     for alias, role in (("default", "primary"), ("replica", "replica")):
         m = probe_postgresql(base(alias), 2.0, True, Holder(), driver=driver)
         assert m.role == role
