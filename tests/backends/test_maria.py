@@ -109,3 +109,43 @@ def test_killed_maria_peer_requests_move_to_the_other_peer(bed, kill_peer):
     assert failures == 0
     assert set(ports[:100]) == {str(bed.maria_peer_a_port)}
     assert set(ports[101:]) == {str(bed.maria_peer_b_port)}
+
+
+def test_connection_lost_while_starting_a_transaction_is_connection_lost(chaos_proxy):
+    # On MariaDB, entering atomic() is a round trip (SET autocommit=0). A server
+    # that stops answering right then must give the documented ConnectionLost,
+    # not a bare driver error, and nothing of the block may run.
+    proxy = chaos_proxy("maria_primary")
+    options = {**connections["mysql"].settings_dict["OPTIONS"], "read_timeout": 1}
+    with adhoc_alias("mhole", "mysql", PORT=str(proxy.port), CONN_MAX_AGE=None,
+                     OPTIONS=options) as conn:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        proxy.blackhole()
+        ran = False
+        with pytest.raises(ConnectionLost, match="starting a transaction"), \
+                transaction.atomic(using="mhole"):
+            ran = True
+        assert not ran
+        assert conn.connection is None
+        proxy.heal()
+        with transaction.atomic(using="mhole"):
+            Item.objects.using("mhole").create(key="after-hole")
+    assert Item.objects.using("mysql").filter(key="after-hole").exists()
+
+
+def test_lost_commit_stays_outcome_unknown_when_autocommit_is_restored(chaos_proxy):
+    # Atomic.__exit__ restores autocommit in a finally clause after the failed
+    # COMMIT; that must not reconnect and replace OutcomeUnknown with a
+    # connect error from a server that still does not answer.
+    proxy = chaos_proxy("maria_primary")
+    options = {**connections["mysql"].settings_dict["OPTIONS"], "read_timeout": 1}
+    with adhoc_alias("mcommit", "mysql", PORT=str(proxy.port), CONN_MAX_AGE=None,
+                     OPTIONS=options) as conn:
+        with pytest.raises(OutcomeUnknown), transaction.atomic(using="mcommit"):
+            Item.objects.using("mcommit").create(key="maybe")
+            proxy.blackhole()
+        assert conn.connection is None and conn.autocommit
+        proxy.heal()
+    # The server never received the COMMIT: the row is not there.
+    assert not Item.objects.using("mysql").filter(key="maybe").exists()

@@ -26,7 +26,7 @@ from resilient_db.backends.liveness import driver_says_closed
 from resilient_db.backends.retry import report_failure, retry_wrapper
 from resilient_db.backends.timeouts import apply_connect_timeout
 from resilient_db.conf import get_settings
-from resilient_db.exceptions import OutcomeUnknown
+from resilient_db.exceptions import ConnectionLost, OutcomeUnknown
 
 if TYPE_CHECKING:
     import select
@@ -178,6 +178,62 @@ class ResilientMixin(_Base):
         # The next ensure_connection() step opens the replacement.
 
     # ----- transactions -----------------------------------------------------
+
+    def set_autocommit(
+        self, autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
+    ) -> None:
+        """Turn autocommit on or off; never reconnect just to turn it back on."""
+        if (
+            autocommit
+            and self.connection is None
+            and not self.in_atomic_block
+            and not self._rdb_connecting
+            and self.settings_dict["AUTOCOMMIT"]
+        ):
+            # Atomic.__exit__ turns autocommit back on in a finally clause,
+            # also after a lost COMMIT closed the connection. Reconnecting just
+            # for that would replace the real error (OutcomeUnknown) with a
+            # connect error; the next connect() starts in autocommit anyway.
+            self.autocommit = True
+            if self.run_commit_hooks_on_set_autocommit_on:
+                self.run_and_clear_commit_hooks()
+                self.run_commit_hooks_on_set_autocommit_on = False
+            return
+        super().set_autocommit(autocommit, force_begin_transaction_with_broken_autocommit)
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        try:
+            super()._set_autocommit(autocommit)  # type: ignore[misc]
+        except DatabaseError as exc:
+            if self._rdb_connecting:
+                raise  # connect_with_failover reports it and tries the next target
+            from resilient_db.health.errors import classify
+
+            category = classify(exc, connection=self.connection)
+            if not category.connection_unusable:
+                raise
+            report_failure(self, exc, category)
+            discard_connection(self)
+            self._rdb_reconnect_reason = category.value
+            if autocommit:
+                # Leaving a transaction whose COMMIT or ROLLBACK already
+                # answered (or already failed loudly): the outcome is known,
+                # only the connection is gone. The next use reconnects.
+                logger.info(
+                    "Connection of %r lost while restoring autocommit (%s); dropped",
+                    self.alias, category.value,
+                )
+                return
+            # Entering atomic(): on MySQL turning autocommit off is a round
+            # trip (SET autocommit=0). Nothing of the block has run yet.
+            logger.warning(
+                "Connection of %r lost while starting a transaction (%s)",
+                self.alias, category.value,
+            )
+            raise ConnectionLost(
+                f"The connection of {self.alias!r} was lost while starting a transaction "
+                f"({category.value}); nothing in the transaction ran."
+            ) from exc
 
     def _commit(self) -> None:
         try:
