@@ -242,7 +242,15 @@ class Worker:
             self.log.counters[primary] = key
 
     def step(self) -> None:
-        """Run one randomly chosen operation."""
+        """Run one randomly chosen operation as its own unit of work, as a request would."""
+        from resilient_db.routers import unit_of_work
+
+        # Without a unit boundary the whole thread would be one unit: after its
+        # first write every routed read would go to the primary (read-your-writes).
+        with unit_of_work():
+            self._step()
+
+    def _step(self) -> None:
         rng = self.rng
         roll = rng.random()
         if roll < 0.45:
