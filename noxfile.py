@@ -136,9 +136,22 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (real servers; not part of the test suite)."""
     _install_system_packages(session)
-    session.install(".[psycopg,mysqlclient,redis]", "psycopg2-binary")
-    for script in sorted((HERE / "benchmarks").glob("bench_*.py")):
-        session.run("python", str(script), *session.posargs)
+    session.install(".[psycopg,mysqlclient,redis]", "psycopg2-binary", *TEST_DEPS)
+    # run_all.py runs every bench_*.py and writes docs/benchmarks.md.
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def chaos(session: nox.Session) -> None:
+    """Run the long chaos soak: several processes sharing the Redis-backed registry."""
+    _install_system_packages(session)
+    session.install(".", "django>=5.2,<5.3", "psycopg[binary]", *TEST_DEPS)
+    env = {
+        **TEST_ENV,
+        "RESILIENT_DB_CHAOS_SECONDS": os.environ.get("RESILIENT_DB_CHAOS_SECONDS", "600"),
+        "RESILIENT_DB_CHAOS_PROCESSES": os.environ.get("RESILIENT_DB_CHAOS_PROCESSES", "3"),
+    }
+    session.run("pytest", "tests/chaos", "-m", "slow", *session.posargs, env=env)
 
 
 # The cells that must run on every change; `ci` runs exactly these.
