@@ -109,7 +109,7 @@ def types(session: nox.Session) -> None:
     session.install(
         ".", "django>=5.2,<5.3", "mypy>=1.11", "django-stubs>=5.2,<5.3",
         "psycopg[binary]", "mysqlclient", "redis", "pytest", "pytest-django", "hypothesis",
-        "django-environ",
+        "django-environ", "prometheus-client", "django-health-check",
     )
     session.run("mypy", "--strict")
 
