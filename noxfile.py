@@ -36,8 +36,11 @@ DJANGO_PYTHONS: dict[str, tuple[str, ...]] = {
     "6.1": ("3.12", "3.13"),
 }
 DJANGO_SPEC = {"5.2": "django>=5.2,<5.3", "6.0": "django>=6.0,<6.1", "6.1": "django>=6.1,<6.2"}
+# Django uses psycopg 3 whenever it is importable, so the psycopg3 cells may
+# also carry psycopg2 (the classifier's tables need both drivers' exception
+# classes), while the psycopg2 cell must not have psycopg 3 at all.
 DRIVERS = {
-    "psycopg3": ["psycopg[binary]>=3.1.8"],
+    "psycopg3": ["psycopg[binary]>=3.1.8", "psycopg2-binary>=2.9.5"],
     "psycopg2": ["psycopg2-binary>=2.9.5"],
 }
 TEST_DEPS = [
@@ -76,6 +79,11 @@ def _run_tests(session: nox.Session, django: str, driver: str) -> None:
     # (py.typed, a sub-package) then fails here rather than for a user.
     session.install(".", DJANGO_SPEC[django], *DRIVERS[driver], *TEST_DEPS)
     session.run("python", "-m", "django", "--version")
+    session.run(
+        "python", "-c",
+        "from django.db.backends.postgresql.psycopg_any import is_psycopg3;"
+        "print('Django PostgreSQL driver:', 'psycopg 3' if is_psycopg3 else 'psycopg2')",
+    )
     session.run("pytest", *(session.posargs or ["tests"]), env=TEST_ENV)
 
 
