@@ -230,11 +230,29 @@ def _os_name() -> str:
 def write_result(name: str, title: str, markdown: str, data: Mapping[str, Any]) -> Path:
     """Save one benchmark's section (Markdown) and raw numbers (JSON) under results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
+    run = run_kind()
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps({**data, "run": run}, indent=2, default=str)
+    )
     path = RESULTS / f"{name}.md"
-    path.write_text(f"## {title}\n\n{markdown.strip()}\n")
+    path.write_text(f"## {title}\n\n{markdown.strip()}\n\n_{run}._\n")
     print(path.read_text())
     return path
+
+
+def revision() -> str:
+    """Return the code revision measured (``RESILIENT_DB_BENCH_REVISION`` or git), or ``"?"``."""
+    given = os.environ.get("RESILIENT_DB_BENCH_REVISION", "").strip()
+    if given:
+        return given
+    found = _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return found if found and found != "?" and " " not in found else "?"
+
+
+def run_kind() -> str:
+    """Say whether this is a full or a quick run, with the date and the code revision."""
+    kind = "Quick run (`RESILIENT_DB_BENCH_QUICK=1`): indicative only" if quick() else "Full run"
+    return f"{kind}, {time.strftime('%Y-%m-%d')}, revision {revision()}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

@@ -3,7 +3,8 @@
 * killed peer (SIGKILL PgBouncer A) -> first successful query;
 * frozen peer (SIGSTOP PgBouncer A) -> marked down, and -> no query waits any more;
 * primary restart -> first successful query after the server accepts again;
-* replica lag over MAX_REPLICA_LAG -> reads moving to the primary;
+* replica lag over MAX_REPLICA_LAG -> read requests moving to the primary, and back
+  to the replica after catch-up (each simulated request its own unit of work);
 * ``dbhealth`` over ten targets, one of them frozen.
 
 Stock Django runs with CONN_HEALTH_CHECKS on and every query in its own "request"
@@ -109,9 +110,25 @@ def run() -> int:
         "LAG_CHECK_INTERVAL 0.2 s, PROBE_TIMEOUT 2 s. Stock Django: CONN_HEALTH_CHECKS on, "
         "each query in its own request.\n\n"
         + c.table(["event", "django-resilient-db", "stock Django"], rows)
+        + _frozen_note(data)
     )
     c.write_result("bench_failures", "Failure timings", md, data)
     return 0
+
+
+def _frozen_note(data: dict[str, Any]) -> str:
+    """Explain frozen-peer rows that never completed, rather than leave a bare "none"."""
+    frozen = data.get("frozen_peer", {})
+    if any(v is not None for v in frozen.get("detected", []) + frozen.get("unblocked", [])):
+        return ""
+    return (
+        "\n\nFrozen peer: PgBouncer A is stopped with SIGSTOP while a connection through it "
+        "sits idle, so the TCP session stays open and nothing answers. The revision measured "
+        "has no limit on how long a statement may wait for an answer (no statement timeout "
+        "is set here, and the kernel's TCP retransmission limit is minutes away), so the "
+        "query waits until the peer thaws and the peer is never marked down; the rows show "
+        "the caps (15 s and 30 s) at which the benchmark gave up and thawed the peer."
+    )
 
 
 def measure(cfg: Any) -> tuple[list[list[str]], dict[str, Any]]:
@@ -237,7 +254,7 @@ def measure(cfg: Any) -> tuple[list[list[str]], dict[str, Any]]:
                  _fmt(res, CAP), _fmt(stock, CAP)])
 
     # -- replica lag ---------------------------------------------------------------------
-    rows.append(_lag(reps, data, settle))
+    rows += _lag(reps, data, settle)
 
     # -- dbhealth --------------------------------------------------------------------------
     rows += _dbhealth(reps, data, settle)
@@ -280,57 +297,109 @@ def _stock_on_frozen(query: Callable[[], object], cap: float) -> float | None:
     return done.get("t")
 
 
-def _lag(reps: int, data: dict[str, Any], settle: Callable[[], None]) -> list[str]:
+def _lag(reps: int, data: dict[str, Any], settle: Callable[[], None]) -> list[list[str]]:
+    """Time how fast routed reads leave a lagging replica, and how fast they return.
+
+    Traffic is a stream of simulated requests, each its own unit of work (as the
+    request_started signal or ``unit_of_work()`` bounds one): a write request every
+    tick keeps the primary busy, and a read request asks the router where a read goes.
+    Outside a unit every read after the first write would stay on the primary (read
+    your writes), and the replica would never be chosen at all.
+
+    The lag crosses MAX_REPLICA_LAG at the last replayed commit's timestamp plus
+    MAX_REPLICA_LAG (replay is paused, commits go on): that instant is read from the
+    replica, so "moved" is measured from the real crossing, not from the pause.
+    "back" is measured from the moment the replica has replayed everything the
+    primary wrote (catch-up) to the first read request routed to it again.
+    """
     from django.db import connections
 
     from resilient_db.health.monitor import ensure_monitor
-    from resilient_db.routers import get_replica
+    from resilient_db.routers import get_replica, unit_of_work
     from resilient_db.testing.faults_lag import ReplicaLag
+    from resilient_db.testing.faults_pg import pg_admin_connect
+
+    max_lag = 1.0
+
+    def write_request() -> None:
+        with unit_of_work():
+            _write(connections)
+
+    def read_request() -> str:
+        with unit_of_work():
+            return get_replica("default")
 
     moved: list[float | None] = []
     back: list[float | None] = []
+    early: list[float] = []
+    from_resume: list[float | None] = []
     for _ in range(reps):
         settle()
         ensure_monitor()
-        # Wait (bounded) until the replica is in use at all.
+        # Wait (bounded) until read requests go to the replica at all.
         start = time.monotonic()
-        while get_replica("default") != "replica" and time.monotonic() - start < 10:
-            _write(connections)
-            time.sleep(0.05)
-        if get_replica("default") != "replica":
-            # The monitor never reported a fresh lag: nothing to measure.
+        while read_request() != "replica" and time.monotonic() - start < 15:
+            write_request()
+            time.sleep(0.02)
+        if read_request() != "replica":
             moved.append(None)
             back.append(None)
+            from_resume.append(None)
             continue
+        for _ in range(25):  # half a second of steady traffic before the fault
+            write_request()
+            time.sleep(0.02)
         lag = ReplicaLag()
-        threshold_at = None
         moved_at = None
         try:
             lag.pg_pause()
+            with pg_admin_connect("pg_replica") as conn:
+                row = conn.execute(
+                    "SELECT EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())"
+                ).fetchone()
+                age = float(row[0]) if row and row[0] is not None else 0.0
+            crossing = time.monotonic() - age + max_lag
             start = time.monotonic()
-            while time.monotonic() - start < CAP and moved_at is None:
-                _write(connections)
-                if threshold_at is None and lag.pg_lag() > 1.0:
-                    threshold_at = time.monotonic()
-                if threshold_at is not None and get_replica("default") == "default":
+            while time.monotonic() - start < CAP:
+                write_request()
+                if read_request() == "default":
                     moved_at = time.monotonic()
-                time.sleep(0.02)
+                    break
+                time.sleep(0.01)
+            lag.pg_resume(catch_up=False)
+            resumed = time.monotonic()
+            lag.pg_catch_up()
         finally:
             lag.restore()
-        moved.append(None if moved_at is None or threshold_at is None else moved_at - threshold_at)
-        resumed = time.monotonic()
+        caught_up = time.monotonic()
+        if moved_at is not None and moved_at < crossing:
+            early.append(crossing - moved_at)  # moved before the threshold: report it
+        moved.append(None if moved_at is None else moved_at - crossing)
         back.append(None)
-        while time.monotonic() - resumed < CAP:
-            if get_replica("default") == "replica":
-                back[-1] = time.monotonic() - resumed
+        from_resume.append(None)
+        while time.monotonic() - caught_up < CAP:
+            write_request()
+            if read_request() == "replica":
+                back[-1] = time.monotonic() - caught_up
+                from_resume[-1] = time.monotonic() - resumed
                 break
-            time.sleep(0.02)
-    data["replica_lag"] = {"moved": moved, "back": back}
-    return ["replica lag over MAX_REPLICA_LAG → reads on the primary (back to the replica "
-            f"after catch-up: {_fmt(back, CAP)})", _fmt(moved, CAP), "n/a (no lag awareness)"]
+            time.sleep(0.01)
+    data["replica_lag"] = {"moved": moved, "back": back, "back_from_resume": from_resume,
+                           "moved_before_threshold": early}
+    rows = [
+        ["replica lag crosses MAX_REPLICA_LAG (1 s) → read requests go to the primary",
+         _fmt(moved, CAP), "n/a (no lag awareness: reads stay on the lagging replica)"],
+        ["replica caught up → read requests go to the replica again",
+         _fmt(back, CAP) + f" (from replay resumed: {_fmt(from_resume, CAP)})", "n/a"],
+    ]
+    if early:
+        rows[0][1] += f"; {len(early)} moved before the threshold"
+    return rows
 
 
 def _write(connections: Any) -> None:
+    # txid_current() takes a transaction id, so each call commits a WAL record with a
+    # timestamp: the replica's replay timestamp (and so its lag) follows real traffic.
     with connections["default"].cursor() as cur:
         cur.execute("SELECT txid_current()")
 

@@ -85,8 +85,10 @@ def render(outcomes: list[tuple[str, bool, float, str]], *, quick: bool) -> str:
         "",
         c.table(["", ""], [[k, v] for k, v in m.items()]),
         "",
-        f"Generated {datetime.date.today().isoformat()}"
-        + (" with `--quick` (short runs: indicative only)." if quick else "."),
+        f"Generated {datetime.date.today().isoformat()} from revision {c.revision()}"
+        + (" with `--quick` (short runs: indicative only)." if quick
+           else ": full runs (not `--quick`).")
+        + " Each section ends with the kind of run its figures come from.",
         "",
         "## Rerun",
         "",
@@ -95,6 +97,8 @@ def render(outcomes: list[tuple[str, bool, float, str]], *, quick: bool) -> str:
         "nox -s bench                               # every benchmark, one by one",
         "python benchmarks/run_all.py               # every benchmark + this page",
         "python benchmarks/bench_memory.py          # one of them",
+        "python benchmarks/bench_backends.py --cell pg-psycopg2   # one cell of one",
+        "python benchmarks/run_all.py --only bench_failures       # rerun one, keep the rest",
         "```",
         "",
         "`RESILIENT_DB_BENCH_QUICK=1` (or `run_all.py --quick`) shortens every run. "
