@@ -66,6 +66,10 @@ class AliasConfig:
     max_replica_lag: float | None = None
     role: Role | None = None
     policy: Policy = "priority"
+    # STALL_TIMEOUT given for this alias (None in it turns the watchdog off);
+    # when not given, the top-level value applies.
+    stall_timeout: float | None = None
+    stall_timeout_set: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class ResilientSettings:
     check_interval: float = 5.0
     max_check_interval: float = 60.0
     connect_timeout: float = 2.0
+    stall_timeout: float | None = None
     retry: RetryConfig = field(default_factory=RetryConfig)
     replica_policy: ReplicaPolicy = "round_robin"
     sticky_replica: bool = False
@@ -121,6 +126,13 @@ class ResilientSettings:
     def alias(self, alias: str) -> AliasConfig:
         """Return the options of ``alias`` (defaults when it is not listed)."""
         return self.databases.get(alias, _DEFAULT_ALIAS)
+
+    def stall_timeout_of(self, alias: str) -> float | None:
+        """Return the STALL_TIMEOUT of ``alias`` (its own, else the top-level one)."""
+        cfg = self.databases.get(alias)
+        if cfg is not None and cfg.stall_timeout_set:
+            return cfg.stall_timeout
+        return self.stall_timeout
 
     def primary_of(self, replica: str) -> str | None:
         """Return the primary alias that lists ``replica`` in its REPLICAS."""

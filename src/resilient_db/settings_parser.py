@@ -39,6 +39,7 @@ TOP_KEYS = frozenset(
         "CHECK_INTERVAL",
         "MAX_CHECK_INTERVAL",
         "CONNECT_TIMEOUT",
+        "STALL_TIMEOUT",
         "RETRY",
         "REPLICA_POLICY",
         "STICKY_REPLICA",
@@ -48,7 +49,9 @@ TOP_KEYS = frozenset(
         "ERROR_CODES",
     }
 )
-ALIAS_KEYS = frozenset({"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "ROLE", "POLICY"})
+ALIAS_KEYS = frozenset(
+    {"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "ROLE", "POLICY", "STALL_TIMEOUT"}
+)
 RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS"})
 PINNING_KEYS = frozenset(
     {"SECONDS", "COOKIE", "SECURE", "HTTPONLY", "SAMESITE", "DOMAIN", "PATH", "SALT", "MODE"}
@@ -129,6 +132,14 @@ class _Parser:
             )
             return default
         return float(raw)
+
+    def optional_number(self, value: Mapping[str, Any], name: str, key: str, example: float) -> float | None:
+        """Return a positive number of seconds, or None when absent, None or wrong (E004)."""
+        if value.get(name) is None:
+            return None
+        before = len(self.problems)
+        number = self.number(value, name, key, example)
+        return None if len(self.problems) > before else number
 
     def integer(self, value: Mapping[str, Any], name: str, key: str, default: int) -> int:
         if name not in value:
@@ -300,6 +311,8 @@ class _Parser:
             max_replica_lag=lag,
             role=self.choice(value, "ROLE", key, (*ROLES, None), None),
             policy=self.choice(value, "POLICY", key, POLICIES, "priority"),
+            stall_timeout=self.optional_number(value, "STALL_TIMEOUT", key, 30.0),
+            stall_timeout_set="STALL_TIMEOUT" in value,
         )
 
     def error_codes(self, raw: object) -> Mapping[str, tuple[str | int, ...]]:
@@ -403,6 +416,7 @@ class _Parser:
             check_interval=check_interval,
             max_check_interval=max_check_interval,
             connect_timeout=self.number(top, "CONNECT_TIMEOUT", SETTING, 2.0),
+            stall_timeout=self.optional_number(top, "STALL_TIMEOUT", SETTING, 30.0),
             retry=retry,
             replica_policy=self.choice(
                 top, "REPLICA_POLICY", SETTING, REPLICA_POLICIES, "round_robin"

@@ -22,8 +22,9 @@ from django.db import DatabaseError
 
 from resilient_db import signals
 from resilient_db.backends.failover import connect_with_failover, discard_connection
-from resilient_db.backends.liveness import driver_says_closed
-from resilient_db.backends.retry import report_failure, retry_wrapper
+from resilient_db.backends.liveness import driver_says_closed, socket_of
+from resilient_db.backends.retry import report_failure, report_stall, retry_wrapper
+from resilient_db.backends.stall import Watching, describe
 from resilient_db.backends.timeouts import apply_connect_timeout
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import ConnectionLost, OutcomeUnknown
@@ -57,6 +58,10 @@ class ResilientMixin(_Base):
     _rdb_attempt_timeout: float = 2.0
     _rdb_reconnect_reason: str | None = None
     _rdb_fallback_checked: float = 0.0
+    # STALL_TIMEOUT of this connection and its socket; the timeout is None when
+    # off or when the driver has no socket (sqlite), so the hot path checks one attribute.
+    _rdb_stall_timeout: float | None = None
+    _rdb_stall_fd: int = -1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,8 +94,15 @@ class ResilientMixin(_Base):
     def connect(self) -> None:
         """Connect to the first healthy target of the alias (own server, then peers)."""
         self._rdb_install_wrapper()
+        self._rdb_stall_timeout = None  # statements run while connecting are not watched
         connect_with_failover(self)
-        self._rdb_idle_ping = get_settings().health.idle_ping_after
+        settings = get_settings()
+        self._rdb_idle_ping = settings.health.idle_ping_after
+        timeout = settings.stall_timeout_of(self.alias)
+        fd = socket_of(self.connection) if timeout is not None else None
+        if fd is not None:
+            self._rdb_stall_fd = fd
+            self._rdb_stall_timeout = timeout
         self._rdb_last_used = time.monotonic()
         reason = self._rdb_reconnect_reason
         if reason is not None:
@@ -100,6 +112,11 @@ class ResilientMixin(_Base):
             signals.reconnected.send(
                 sender=type(self), alias=self.alias, target=label, reason=reason
             )
+
+    def _close(self) -> None:
+        # The socket is about to go away and its number may be reused.
+        self._rdb_stall_timeout = None
+        super()._close()  # type: ignore[misc]
 
     def _rdb_vendor_connect(self) -> None:
         super().connect()
@@ -138,6 +155,17 @@ class ResilientMixin(_Base):
             discard_connection(self)
             return
         super().close_if_unusable_or_obsolete()
+
+    def is_usable(self) -> bool:
+        """Ping the connection; a ping left unanswered for STALL_TIMEOUT says no."""
+        if self._rdb_stall_timeout is None:
+            return super().is_usable()
+        with Watching(self) as watch:
+            usable = super().is_usable()
+        if watch.stalled is not None:
+            report_stall(self, watch.stalled)
+            return False
+        return usable
 
     def _rdb_suspect(self, now: float) -> bool:
         poller = self._rdb_poller
@@ -236,20 +264,27 @@ class ResilientMixin(_Base):
             ) from exc
 
     def _commit(self) -> None:
+        watch = Watching(self)
         try:
-            super()._commit()  # type: ignore[misc]
+            with watch:
+                super()._commit()  # type: ignore[misc]
         except DatabaseError as exc:
-            from resilient_db.health.errors import classify
+            from resilient_db.health.errors import Category, classify
 
-            category = classify(exc, connection=self.connection)
-            if not category.connection_unusable:
-                raise
-            report_failure(self, exc, category)
+            if watch.stalled is not None:
+                category = Category.CONNECTION_LOST
+                report_stall(self, watch.stalled, exc)
+            else:
+                category = classify(exc, connection=self.connection)
+                if not category.connection_unusable:
+                    raise
+                report_failure(self, exc, category)
+            what = describe(category.value, watch.stalled)
             logger.warning(
                 "COMMIT on %r lost its connection (%s): outcome unknown, not retried",
-                self.alias, category.value,
+                self.alias, what,
             )
             raise OutcomeUnknown(
-                f"COMMIT on {self.alias!r} lost its connection ({category.value}); the "
+                f"COMMIT on {self.alias!r} lost its connection ({what}); the "
                 "transaction may or may not have been committed and was not retried."
             ) from exc

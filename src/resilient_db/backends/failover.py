@@ -177,6 +177,7 @@ def discard_connection(db: ResilientMixin) -> None:
     conn = db.connection
     db._rdb_poller = None
     db._rdb_discard = False
+    db._rdb_stall_timeout = None
     if conn is None:
         return
     # Closing a dead connection may fail in any way; it is gone anyway.

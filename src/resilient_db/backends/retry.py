@@ -29,6 +29,7 @@ from django.db import DatabaseError
 
 from resilient_db import signals
 from resilient_db.backends.scopes import RetryMode, current_mode
+from resilient_db.backends.stall import StatementStalled, Watching, describe, watchdog
 from resilient_db.exceptions import ConnectionLost, OutcomeUnknown, ResilientDBError
 from resilient_db.sql import is_read_only
 
@@ -45,17 +46,46 @@ def retry_wrapper(
     execute: Execute, sql: str, params: Any, many: bool, context: dict[str, Any]
 ) -> Any:
     """Run one statement; on a lost connection apply the retry rules."""
+    db = context["connection"]
+    timeout = db._rdb_stall_timeout
+    if timeout is not None:
+        return _watched(db, timeout, execute, sql, params, many, context)
     try:
         return execute(sql, params, many, context)
     except ResilientDBError:
         # Already decided by an inner layer (a nested wrapper or a retry).
         raise
     except DatabaseError as exc:
-        db = context["connection"]
         if db._rdb_connecting:
             # init_connection_state failed: the connect loop decides.
             raise
         return _on_error(db, exc, execute, sql, params, many, context)
+
+
+def _watched(
+    db: ResilientMixin,
+    timeout: float,
+    execute: Execute,
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    # STALL_TIMEOUT is set: the watchdog shuts the socket if no answer comes in time.
+    stalled: float | None = None
+    try:
+        dog = watchdog()
+        token = dog.register(db._rdb_stall_fd, timeout)
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            stalled = dog.unregister(token)
+    except ResilientDBError:
+        raise
+    except DatabaseError as exc:
+        if db._rdb_connecting:
+            raise
+        return _on_error(db, exc, execute, sql, params, many, context, stalled)
 
 
 def _on_error(
@@ -66,19 +96,27 @@ def _on_error(
     params: Any,
     many: bool,
     context: dict[str, Any],
+    stalled: float | None = None,
 ) -> Any:
     from resilient_db.health.errors import Category, classify
 
-    category = classify(exc, connection=db.connection)
-    if category is Category.READ_ONLY:
-        note_read_only(db, exc)
-        raise exc
-    if not category.connection_unusable:
-        # Rule 5: integrity, data, syntax, conflicts... never a target failure.
-        raise exc
-    report_failure(db, exc, category)
+    if stalled is not None:
+        # The watchdog shut the socket: whatever the driver says, the
+        # connection was lost because the server stopped answering.
+        category = Category.CONNECTION_LOST
+        report_stall(db, stalled, exc)
+    else:
+        category = classify(exc, connection=db.connection)
+        if category is Category.READ_ONLY:
+            note_read_only(db, exc)
+            raise exc
+        if not category.connection_unusable:
+            # Rule 5: integrity, data, syntax, conflicts... never a target failure.
+            raise exc
+        report_failure(db, exc, category)
+    what = describe(category.value, stalled)
     if db.in_atomic_block or not db.autocommit:
-        raise lost_in_transaction(db, exc, category) from exc
+        raise lost_in_transaction(db, exc, category, what) from exc
     mode = current_mode()
     retryable = mode is RetryMode.ALWAYS or (mode is RetryMode.AUTO and is_read_only(sql))
     if not retryable or category is Category.OUTCOME_UNKNOWN:
@@ -88,15 +126,18 @@ def _on_error(
         db._rdb_reconnect_reason = "outcome_unknown"
         raise OutcomeUnknown(
             f"The connection of {db.alias!r} died after a statement that may write was sent "
-            f"({category.value}); it may or may not have taken effect and was not retried."
+            f"({what}); it may or may not have taken effect and was not retried."
         ) from exc
-    return _retry_read(db, exc, category, execute, sql, params, many, context)
+    error = StatementStalled.__name__ if stalled is not None else type(exc).__name__
+    return _retry_read(db, exc, category, what, error, execute, sql, params, many, context)
 
 
 def _retry_read(
     db: ResilientMixin,
     exc: DatabaseError,
     category: Category,
+    what: str,
+    error: str,
     execute: Execute,
     sql: str,
     params: Any,
@@ -105,7 +146,7 @@ def _retry_read(
 ) -> Any:
     from resilient_db.backends.failover import discard_connection
     from resilient_db.conf import get_settings
-    from resilient_db.health.errors import classify
+    from resilient_db.health.errors import Category, classify
 
     cfg = get_settings().retry
     deadline = time.monotonic() + cfg.deadline
@@ -121,20 +162,27 @@ def _retry_read(
         discard_connection(db)
         db._rdb_reconnect_reason = category.value
         db._rdb_deadline = deadline
+        watch = Watching(db)
         try:
             db.ensure_connection()
             with db.wrap_database_errors:
                 # The ORM holds this CursorWrapper and fetches from it after
                 # execute() returns, so the fresh driver cursor goes inside it.
                 cursor_wrapper.cursor = db.create_cursor(name)
-            result = execute(sql, params, many, context)
+            with watch:
+                result = execute(sql, params, many, context)
         except ResilientDBError:
             raise
         except DatabaseError as again:
-            category = classify(again, connection=db.connection)
-            if not category.connection_unusable:
-                raise
-            report_failure(db, again, category)
+            if watch.stalled is not None:
+                category = Category.CONNECTION_LOST
+                report_stall(db, watch.stalled, again)
+            else:
+                category = classify(again, connection=db.connection)
+                if not category.connection_unusable:
+                    raise
+                report_failure(db, again, category)
+            what = describe(category.value, watch.stalled)
             last = again
             continue
         finally:
@@ -142,12 +190,12 @@ def _retry_read(
         target = db._rdb_target
         logger.warning(
             "Retried a read on %r after %s (attempt %d): %s -> %s",
-            db.alias, category.value, attempt,
+            db.alias, what, attempt,
             failed_target.label if failed_target else "?", target.label if target else "?",
         )
         signals.query_retried.send(
             sender=type(db), alias=db.alias, target=target.label if target else None,
-            attempt=attempt, category=category.value, error=type(exc).__name__,
+            attempt=attempt, category=category.value, error=error,
         )
         return result
     raise last
@@ -170,7 +218,35 @@ def report_failure(db: ResilientMixin, exc: BaseException, category: Category) -
         get_registry().record_failure(target, exc, category)
 
 
-def lost_in_transaction(db: ResilientMixin, exc: BaseException, category: Category) -> ConnectionLost:
+def report_stall(db: ResilientMixin, seconds: float, exc: BaseException | None = None) -> None:
+    """Tell the registry that ``db``'s target left a statement unanswered: it is down."""
+    from resilient_db.health.errors import Category
+    from resilient_db.health.registry import get_registry
+
+    target = db._rdb_target
+    stalled = StatementStalled(seconds, exc)
+    logger.warning(
+        "A statement on %r got no answer from %s for %.1f s (STALL_TIMEOUT): "
+        "the stall watchdog shut its connection",
+        db.alias, target.label if target is not None else "its server", seconds,
+    )
+    if target is None:
+        return
+    # One lost connection only makes a target suspect (a killed backend says
+    # nothing about its server); a statement unanswered for STALL_TIMEOUT
+    # says the server or the path to it is gone: report it as a second loss
+    # in a row, so the target is down now and new connections avoid it.
+    from resilient_db.health.records import State
+
+    registry = get_registry()
+    registry.record_failure(target, stalled, Category.CONNECTION_LOST)
+    if registry.health(target).state is State.UP:
+        registry.record_failure(target, stalled, Category.CONNECTION_LOST)
+
+
+def lost_in_transaction(
+    db: ResilientMixin, exc: BaseException, category: Category, what: str | None = None
+) -> ConnectionLost:
     """Mark ``db``'s transaction broken and return the ConnectionLost to raise (rule 1)."""
     if db.in_atomic_block:
         # close() inside atomic() keeps the handle, sets closed_in_transaction
@@ -185,12 +261,13 @@ def lost_in_transaction(db: ResilientMixin, exc: BaseException, category: Catego
     # With autocommit turned off by hand (no atomic()), the dead handle stays:
     # the caller's rollback() or the request boundary gets rid of it, and no
     # statement silently runs in a new autocommit session.
+    what = what or category.value
     logger.warning(
         "Connection of %r lost inside a transaction (%s); the transaction is rolled back",
-        db.alias, category.value,
+        db.alias, what,
     )
     return ConnectionLost(
-        f"The connection of {db.alias!r} was lost inside a transaction ({category.value}); "
+        f"The connection of {db.alias!r} was lost inside a transaction ({what}); "
         "the transaction was rolled back and nothing in it was committed."
     )
 
