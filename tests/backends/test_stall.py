@@ -318,3 +318,37 @@ def test_process_watchdog_is_replaced_after_a_fork(monkeypatch):
     second = stall.watchdog()
     assert second is not first and second.alive
     first.close()
+
+
+# ----- settings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "top", "alias"),
+    [
+        ({}, None, None),
+        ({"STALL_TIMEOUT": None}, None, None),
+        ({"STALL_TIMEOUT": 5}, 5.0, 5.0),
+        ({"STALL_TIMEOUT": 5, "DATABASES": {"a": {"STALL_TIMEOUT": None}}}, 5.0, None),
+        ({"DATABASES": {"a": {"STALL_TIMEOUT": 0.5}}}, None, 0.5),
+    ],
+)
+def test_stall_timeout_setting(raw, top, alias):
+    from resilient_db.conf import parse_settings
+
+    parsed, problems = parse_settings(raw)
+    assert problems == []
+    assert parsed.stall_timeout == top
+    assert parsed.stall_timeout_of("a") == alias
+    assert parsed.stall_timeout_of("other") == top
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", float("nan"), True])
+def test_bad_stall_timeout_is_e004(bad):
+    from resilient_db.conf import parse_settings
+
+    for raw in ({"STALL_TIMEOUT": bad}, {"DATABASES": {"a": {"STALL_TIMEOUT": bad}}}):
+        parsed, problems = parse_settings(raw)
+        assert [p.id for p in problems] == ["resilient_db.E004"]
+        assert "STALL_TIMEOUT" in problems[0].key
+        assert parsed.stall_timeout_of("a") is None
