@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from resilient_db.testing.bed_config import BedConfig, BedError
+from resilient_db.testing.bed_config import BedConfig
 from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
 from resilient_db.testing.faults_lag import ReplicaLag
 from resilient_db.testing.faults_maria import MariaKiller
@@ -15,25 +14,6 @@ from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
 from tests.chaos.controller import Tools
 
 REPORTS: list[tuple[str, str]] = []
-
-
-@pytest.fixture(scope="session")
-def release_pooled_sessions(django_db_setup: None, bed: BedConfig) -> Iterator[None]:
-    """Make PgBouncer drop its pooled server links to the test database at the end.
-
-    The soak reaches the test database through both PgBouncers; their idle server
-    connections would otherwise keep it busy and DROP DATABASE would fail.
-    """
-    from django.db import connections
-
-    name = connections["default"].settings_dict["NAME"]
-    yield
-    for bouncer in ("pgbouncer_a", "pgbouncer_b"):
-        console = BouncerAdmin(bouncer, bed)
-        with contextlib.suppress(BedError, TimeoutError, OSError):
-            console.command(f'KILL "{name}"')
-        with contextlib.suppress(BedError, TimeoutError, OSError):
-            console.command(f'RESUME "{name}"')
 
 
 @pytest.fixture
@@ -46,7 +26,6 @@ def chaos_tools(
     replica_lag: ReplicaLag,
     pg_terminate: PgTerminator,
     maria_kill: MariaKiller,
-    release_pooled_sessions: None,
 ) -> Tools:
     """Return the fault objects; their fixtures undo every fault at teardown."""
     return Tools(
