@@ -13,24 +13,41 @@ from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
 pytest_plugins = ["resilient_db.testing.fixtures"]
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(bed: BedConfig, django_db_setup: None) -> Iterator[None]:
-    """Bring the bed up before the test databases exist; free them before they are dropped."""
-    from django.db import connections
+def free_test_database(bed: BedConfig, name: str) -> None:
+    """Close every session on the PostgreSQL test database so it can be dropped.
 
-    name = connections["default"].settings_dict["NAME"]
-    yield
-    # Tests reach the test database through both PgBouncers (session pooling),
-    # whose idle server links would keep it busy: DROP DATABASE would then fail
-    # with "being accessed by other users". Drop those links, then any session
-    # a test left behind, before pytest-django drops the database.
+    Tests reach it through both PgBouncers (session pooling), whose idle server
+    links keep it busy: DROP DATABASE then fails with "being accessed by other
+    users", at the end of a run or, after a run that was killed, at the start
+    of the next one.
+    """
     for bouncer in ("pgbouncer_a", "pgbouncer_b"):
         console = BouncerAdmin(bouncer, bed)
         with contextlib.suppress(BedError, TimeoutError, OSError, RuntimeError):
             console.command(f'KILL "{name}"')
         with contextlib.suppress(BedError, TimeoutError, OSError, RuntimeError):
             console.command(f'RESUME "{name}"')
-    for alias in connections:
-        connections[alias].close()
     with contextlib.suppress(Exception):  # the bed may be half down after a failed test
         PgTerminator(bed)(database=name)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    bed: BedConfig, django_db_modify_db_settings_parallel_suffix: None
+) -> None:
+    """Bring the bed up and free a test database left by a killed run, before creating it."""
+    from django.db import connections
+
+    free_test_database(bed, connections["default"].creation._get_test_db_name())
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(bed: BedConfig, django_db_setup: None) -> Iterator[None]:
+    """Free the test database before pytest-django drops it."""
+    from django.db import connections
+
+    name = connections["default"].settings_dict["NAME"]
+    yield
+    for alias in connections:
+        connections[alias].close()
+    free_test_database(bed, name)
