@@ -14,18 +14,33 @@ from functools import lru_cache
 
 # Literals, quoted identifiers and comments are blanked before keywords are
 # searched, so a string containing "DELETE" does not make a SELECT a write.
-_NOISE = re.compile(
+# The two dialects disagree on what is a literal or a comment (MySQL: "#"
+# starts a comment, a backslash escapes a quote, "..." is a string;
+# PostgreSQL: none of these), and the SQL does not say which server it is
+# for, so a statement is a read only if it reads as one in BOTH dialects.
+_POSTGRES_NOISE = re.compile(
     r"""
-      '(?:[^']|'')*'                       # 'string' with '' escapes
-    | E'(?:[^'\\]|\\.|'')*'                # E'string' with backslash escapes
+      (?<![A-Za-z0-9_])[Ee]'(?:[^'\\]|\\.|'')*'  # E'string' with backslash escapes
+    | '(?:[^']|'')*'                       # 'string' with '' escapes
     | \$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$   # $$dollar$$ / $tag$quoted$tag$
     | "(?:[^"]|"")*"                       # "quoted identifier"
-    | `(?:[^`]|``)*`                       # `mysql identifier`
+    | `(?:[^`]|``)*`                       # PostgreSQL has no backticks: blanking
+                                           # a MySQL identifier here hides nothing
     | --[^\n]*                             # -- line comment
-    | \#[^\n]*                             # # mysql line comment
     | /\*.*?\*/                            # /* block comment */
     """,
-    re.VERBOSE | re.DOTALL | re.IGNORECASE,
+    re.VERBOSE | re.DOTALL,
+)
+_MYSQL_NOISE = re.compile(
+    r"""
+      '(?:[^'\\]|\\.|'')*'                # 'string' with \' and '' escapes
+    | "(?:[^"\\]|\\.|"")*"                # "string"
+    | `(?:[^`]|``)*`                       # `identifier`
+    | --(?:[ \t][^\n]*|$)                  # -- comment (needs a space after)
+    | \#[^\n]*                             # # line comment
+    | /\*.*?\*/                            # /* block comment */
+    """,
+    re.VERBOSE | re.DOTALL | re.MULTILINE,
 )
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
@@ -53,15 +68,18 @@ _SIDE_EFFECT_FUNCS = frozenset(
 )
 
 
-def strip_noise(sql: str) -> str:
+def strip_noise(sql: str, *, mysql: bool = False) -> str:
     """Return ``sql`` with literals, quoted identifiers and comments blanked."""
-    return _NOISE.sub(" ", sql)
+    return (_MYSQL_NOISE if mysql else _POSTGRES_NOISE).sub(" ", sql)
 
 
 @lru_cache(maxsize=2048)
 def is_read_only(sql: str) -> bool:
     """Return True when ``sql`` can only read, so re-running it is harmless."""
-    text = strip_noise(sql)
+    return _reads_only(strip_noise(sql)) and _reads_only(strip_noise(sql, mysql=True))
+
+
+def _reads_only(text: str) -> bool:
     words = [w.upper() for w in _WORD.findall(text)]
     if not words or words[0] not in _READ_LEADS:
         return False
@@ -70,7 +88,7 @@ def is_read_only(sql: str) -> bool:
         return False
     if words[0] == "EXPLAIN" and ("ANALYZE" in words or "ANALYSE" in words):
         # EXPLAIN ANALYZE runs the statement; it is a read only if that is.
-        return is_read_only(_after_explain(text))
+        return _reads_only(_after_explain(text))
     upper = set(words)
     if upper & _WRITE_WORDS:
         return False
