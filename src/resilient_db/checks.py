@@ -308,7 +308,7 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                         checks.Warning(
                             f"{setting} still uses {entry} from {package}.",
                             hint="Remove it: resilient_db replaces it, and both at once fight "
-                            "over routing and connections (see the migration notes).",
+                            f"over routing and connections (see {_guide(package)}).",
                             id="resilient_db.W014",
                             obj=setting,
                         )
@@ -335,7 +335,19 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 def _leftover(name: str, package: str, obj: str) -> checks.CheckMessage:
     return checks.Warning(
         f"{name} is a setting of {package}; resilient_db does not read it.",
-        hint=f"Move its value to {SETTING} (see the migration notes), then delete it.",
+        hint=f"Move its value to {SETTING} (see {_guide(package)}), then delete it.",
         id="resilient_db.W013",
         obj=obj,
     )
+
+
+# The docs page that maps each predecessor's settings and behaviour.
+MIGRATION_GUIDES = {
+    "django-multidb-router": "docs/migrating-from-multidb-router.md",
+    "django-proxysql": "docs/migrating-from-proxysql.md",
+    "django-postgresql-reconnect": "docs/migrating-from-postgresql-reconnect.md",
+}
+
+
+def _guide(package: str) -> str:
+    return MIGRATION_GUIDES.get(package, "docs/routing.md, which covers what it did")
