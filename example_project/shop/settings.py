@@ -77,6 +77,10 @@ RESILIENT_DB: dict[str, Any] = {
     # Loopback HTTP in development; set PIN_COOKIE_SECURE=1 behind HTTPS.
     "PINNING": {"SECONDS": 5, "SECURE": env.bool("PIN_COOKIE_SECURE", default=False)},
     "HEALTH": {"PROBE_TIMEOUT": 1.0},
+    # A frozen peer (SIGSTOP, a black hole) never answers a statement already
+    # sent on an open connection; cut it off after this long so reads fail
+    # over. Above the slowest legitimate query of this app by a wide margin.
+    "STALL_TIMEOUT": env.float("DB_STALL_TIMEOUT", default=2.0),
 }
 
 TEMPLATES = [
