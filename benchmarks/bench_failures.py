@@ -123,11 +123,11 @@ def _frozen_note(data: dict[str, Any]) -> str:
         return ""
     return (
         "\n\nFrozen peer: PgBouncer A is stopped with SIGSTOP while a connection through it "
-        "sits idle, so the TCP session stays open and nothing answers. The revision measured "
-        "has no limit on how long a statement may wait for an answer (no statement timeout "
-        "is set here, and the kernel's TCP retransmission limit is minutes away), so the "
-        "query waits until the peer thaws and the peer is never marked down; the rows show "
-        "the caps (15 s and 30 s) at which the benchmark gave up and thawed the peer."
+        "sits idle, so the TCP session stays open and nothing answers. This benchmark sets "
+        "no STALL_TIMEOUT (off by default) and no statement timeout, and the kernel's TCP "
+        "retransmission limit is minutes away, so the query waits until the peer thaws and "
+        "the peer is never marked down; the rows show the caps (15 s and 30 s) at which the "
+        "benchmark gave up and thawed the peer."
     )
 
 
