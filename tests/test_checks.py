@@ -137,6 +137,20 @@ def test_inconsistent_resilient_db(rdb: dict[str, Any], expected: str) -> None:
         assert "RESILIENT_DB" in m.msg or "DATABASES" in m.msg or "'" in m.msg
 
 
+def test_peers_with_a_pool_are_ignored() -> None:
+    pooled = {**DBS, "default": {**DBS["default"], "OPTIONS": {"pool": {"max_size": 4}}}}
+    peers = {"DATABASES": {"default": {"PEERS": [{"HOST": "pg-b"}]}}}
+    with db_settings(DATABASES=pooled, RESILIENT_DB=peers):
+        found = [m for m in run_all() if m.id == "resilient_db.W018"]
+    assert len(found) == 1
+    assert found[0].obj == "RESILIENT_DB['DATABASES']['default']['PEERS']"
+    assert found[0].hint
+    with db_settings(DATABASES=pooled, RESILIENT_DB={}):
+        assert "resilient_db.W018" not in {m.id for m in run_all()}
+    with db_settings(DATABASES=DBS, RESILIENT_DB=peers):
+        assert "resilient_db.W018" not in {m.id for m in run_all()}
+
+
 def test_router_without_replicas() -> None:
     assert "resilient_db.W012" in ids(
         DATABASE_ROUTERS=["resilient_db.routers.ReplicaRouter"], RESILIENT_DB={}

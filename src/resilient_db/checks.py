@@ -3,7 +3,7 @@
 Two layers: ``conf.parse_settings`` reports every malformed key (ids E002-E011),
 and the cross-setting checks below look at the parsed values together with
 ``DATABASES``, ``DATABASE_ROUTERS`` and ``MIDDLEWARE`` (ids E012-E017,
-W012-W016). Every check reads settings defensively: a check must return
+W012-W018). Every check reads settings defensively: a check must return
 messages, never raise, whatever shape a setting has.
 """
 
@@ -327,6 +327,20 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     "backend with the ResilientMixin.",
                     id="resilient_db.W017",
                     obj=f"DATABASES[{alias!r}]['ENGINE']",
+                )
+            )
+        options = databases[alias].get("OPTIONS")
+        if acfg.peers and isinstance(options, Mapping) and options.get("pool"):
+            out.append(
+                checks.Warning(
+                    f"{KEY_DATABASES}[{alias!r}] sets PEERS, but DATABASES[{alias!r}] uses "
+                    "Django's connection pool (OPTIONS['pool']), which serves the alias's own "
+                    "server only, so the peers are never tried.",
+                    hint="Drop OPTIONS['pool'] and use CONN_MAX_AGE for failover across peers, "
+                    "or drop PEERS (see docs/backends.md, 'CONN_MAX_AGE, CONN_HEALTH_CHECKS "
+                    "and pools').",
+                    id="resilient_db.W018",
+                    obj=f"{KEY_DATABASES}[{alias!r}]['PEERS']",
                 )
             )
     return out

@@ -23,6 +23,7 @@ from django.db import DatabaseError
 from resilient_db import signals
 from resilient_db.backends.failover import connect_with_failover, discard_connection
 from resilient_db.backends.liveness import driver_says_closed, socket_of
+from resilient_db.backends.pooling import is_pooled, live_pooled_connection
 from resilient_db.backends.retry import report_failure, report_stall, retry_wrapper
 from resilient_db.backends.stall import Watching, describe
 from resilient_db.backends.timeouts import apply_connect_timeout
@@ -112,6 +113,17 @@ class ResilientMixin(_Base):
             signals.reconnected.send(
                 sender=type(self), alias=self.alias, target=label, reason=reason
             )
+
+    def get_new_connection(self, conn_params: Any) -> Any:
+        """Open a driver connection; one taken from a pool is checked before use."""
+        conn = super().get_new_connection(conn_params)
+        if not is_pooled(self):
+            return conn
+        # Opening a connection outside a pool is proof of life; taking one
+        # out of a pool is not (see pooling.py).
+        return live_pooled_connection(
+            self, conn, lambda: super(ResilientMixin, self).get_new_connection(conn_params)
+        )
 
     def _close(self) -> None:
         # The socket is about to go away and its number may be reused.
