@@ -116,6 +116,11 @@ def celery_task_prerun(task: Any = None, **kwargs: Any) -> None:
     if token is None and request is not None:
         headers = getattr(request, "headers", None) or {}
         token = headers.get(HEADER) if isinstance(headers, Mapping) else None
+    if token is None and getattr(request, "is_eager", False):
+        # An eager task (task_always_eager, apply()) runs inside its caller:
+        # nothing was published, so there is no header, but the caller's
+        # writes and pins are right here.
+        token = export_pin()
     unit_token = start_unit(import_pin(token))
     _celery_tokens.set((*_celery_tokens.get(), unit_token))
 
