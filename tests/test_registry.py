@@ -93,21 +93,30 @@ def test_jitter_only_shortens(clock: Clock) -> None:
     assert wait == pytest.approx(2.0 * (1 - JITTER))
 
 
-def test_a_lost_connection_alone_is_suspect_not_down(reg: Registry) -> None:
-    reg.record_failure(A, psycopg.OperationalError("terminating connection"), C.CONNECTION_LOST)
-    h = reg.health(A)
-    assert h.state is State.UP and h.failures == 1 and reg.is_available(A)
-    # The suspect target is tried after a clean peer...
+def test_lost_connections_make_a_target_suspect_never_down(reg: Registry) -> None:
+    for n in range(1, 6):
+        reg.record_failure(
+            A, psycopg.OperationalError("terminating connection"), C.CONNECTION_LOST
+        )
+        h = reg.health(A)
+        # Killed sessions say nothing about the server: it stays usable, so a
+        # one-server alias is never locked out by a pg_terminate_backend sweep.
+        assert h.state is State.UP and h.failures == n and reg.is_available(A)
+    # The suspect target is tried after a clean peer, and still tried.
     assert reg.plan([A, B]) == [B, A]
-    # ...and a second loss in a row takes it down.
-    reg.record_failure(A, psycopg.OperationalError("terminating connection"), C.CONNECTION_LOST)
+    assert reg.plan([A]) == [A]
+    # The reconnect decides: a failed connect takes it down...
+    reg.record_failure(A, refused(), C.CANNOT_CONNECT)
     assert reg.health(A).state is State.DOWN
-    # A success in between resets the count.
-    reg.record_success(B)
+    # ...and a success clears the suspicion.
     reg.record_failure(B, None, C.CONNECTION_LOST)
     reg.record_success(B)
-    reg.record_failure(B, None, C.CONNECTION_LOST)
-    assert reg.health(B).state is State.UP
+    assert reg.health(B).failures == 0 and reg.plan([A, B]) == [B]
+
+
+def test_a_definite_loss_takes_a_target_down_at_once(reg: Registry) -> None:
+    reg.record_failure(A, None, C.CONNECTION_LOST, definite=True)
+    assert reg.health(A).state is State.DOWN and not reg.is_available(A)
 
 
 @pytest.mark.parametrize(

@@ -118,3 +118,51 @@ def test_no_retry_scope_turns_a_lost_read_into_outcome_unknown(pg_terminate):
             cursor.execute("SELECT count(*) FROM generate_series(1, 100000000)")
     finally:
         timer.join()
+
+
+def test_a_sweep_of_killed_sessions_never_locks_a_one_server_alias_out(pg_terminate):
+    # Every session killed at once (a pg_terminate_backend sweep, a PgBouncer
+    # restart) leaves the server itself fine: each thread finds its connection
+    # dead and must reconnect at once, not wait for a health re-check because
+    # several lost connections took the only target "down".
+    import threading
+    import time
+
+    from django.db import connections as conns
+
+    from resilient_db.health.registry import get_registry
+
+    get_registry().reset()
+    Item.objects.create(key="sweep")
+    ready, go = threading.Barrier(5), threading.Barrier(5)
+    durations: list[float] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        conn = conns["default"]
+        conn.settings_dict["CONN_MAX_AGE"] = None  # this thread's own wrapper
+        try:
+            assert Item.objects.filter(key="sweep").count() == 1
+            ready.wait(10)
+            go.wait(10)  # every session is dead now
+            started = time.monotonic()
+            assert Item.objects.filter(key="sweep").count() == 1
+            durations.append(time.monotonic() - started)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    ready.wait(10)
+    settings_dict = conns["default"].settings_dict
+    assert pg_terminate(database=settings_dict["NAME"], user=settings_dict["USER"]) >= 4
+    go.wait(10)
+    for t in threads:
+        t.join(15)
+    assert not errors
+    assert len(durations) == 4
+    assert max(durations) < 0.5, durations
+    get_registry().reset()

@@ -232,16 +232,11 @@ def report_stall(db: ResilientMixin, seconds: float, exc: BaseException | None =
     )
     if target is None:
         return
-    # One lost connection only makes a target suspect (a killed backend says
+    # A lost connection only makes a target suspect (a killed backend says
     # nothing about its server); a statement unanswered for STALL_TIMEOUT
-    # says the server or the path to it is gone: report it as a second loss
-    # in a row, so the target is down now and new connections avoid it.
-    from resilient_db.health.records import State
-
-    registry = get_registry()
-    registry.record_failure(target, stalled, Category.CONNECTION_LOST)
-    if registry.health(target).state is State.UP:
-        registry.record_failure(target, stalled, Category.CONNECTION_LOST)
+    # says the server or the path to it is gone: a definite failure, so the
+    # target is down now and new connections avoid it.
+    get_registry().record_failure(target, stalled, Category.CONNECTION_LOST, definite=True)
 
 
 def lost_in_transaction(

@@ -206,9 +206,18 @@ class Registry:
             self._signal("target_up", alias=target.alias, target=target.label, down_for=down_for)
 
     def record_failure(
-        self, target: Target, exc: BaseException | None, category: Category
+        self,
+        target: Target,
+        exc: BaseException | None,
+        category: Category,
+        *,
+        definite: bool = False,
     ) -> None:
-        """Record a failure; only target failures count, read-only records the role."""
+        """Record a failure; only target failures count, read-only records the role.
+
+        ``definite``: the failure proves the server unreachable even though a
+        session existed (a statement left unanswered past STALL_TIMEOUT).
+        """
         if category is Category.READ_ONLY:
             self._record_read_only(target, exc)
             return
@@ -227,9 +236,13 @@ class Registry:
                 updated_at=now,
             )
             if old.state is State.UP:
-                # A lost session alone may be one killed backend; a failed
-                # connect (or a second loss in a row) says the server is gone.
-                if category.at_connect or failures >= 2:
+                # Lost sessions, however many, may be killed backends (a
+                # pg_terminate_backend sweep, a PgBouncer restart): the server
+                # may be fine, and marking it down would lock a one-server alias
+                # out until the next check. Only a failed connect, or a
+                # definite failure, says the server is gone; a loss makes the
+                # target suspect (tried last) and the reconnect decides.
+                if category.at_connect or definite:
                     backoff = self.check_interval
                     new = replace(
                         base,
