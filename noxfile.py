@@ -40,7 +40,7 @@ DJANGO_SPEC = {"5.2": "django>=5.2,<5.3", "6.0": "django>=6.0,<6.1", "6.1": "dja
 # also carry psycopg2 (the classifier's tables need both drivers' exception
 # classes), while the psycopg2 cell must not have psycopg 3 at all.
 DRIVERS = {
-    "psycopg3": ["psycopg[binary]>=3.1.8", "psycopg2-binary>=2.9.5"],
+    "psycopg3": ["psycopg[binary,pool]>=3.1.8", "psycopg2-binary>=2.9.5"],
     "psycopg2": ["psycopg2-binary>=2.9.5"],
 }
 TEST_DEPS = [
@@ -55,6 +55,7 @@ TEST_DEPS = [
     "gunicorn>=22",
     "prometheus-client>=0.17",
     "django-health-check>=4",
+    "celery>=5.3",
 ]
 TEST_ENV = {"PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error::DeprecationWarning,error::ResourceWarning"}
 
