@@ -117,8 +117,8 @@ def types(session: nox.Session) -> None:
     _install_system_packages(session)
     session.install(
         ".", "django>=5.2,<5.3", "mypy>=1.11", "django-stubs>=5.2,<5.3",
-        "psycopg[binary]", "mysqlclient", "redis", "pytest", "pytest-django", "hypothesis",
-        "django-environ", "prometheus-client", "django-health-check",
+        "psycopg[binary,pool]", "mysqlclient", "redis", "pytest", "pytest-django", "hypothesis",
+        "django-environ", "prometheus-client", "django-health-check", "celery",
     )
     session.run("mypy", "--strict")
 
