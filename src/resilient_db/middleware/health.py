@@ -24,13 +24,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.http import HttpRequest, HttpResponseBase
 
 from resilient_db.conf import get_settings
+from resilient_db.middleware.base import GetResponse, SyncAsyncMiddleware
 
 logger = logging.getLogger("resilient_db.health")
 
@@ -132,23 +133,11 @@ def check_idle_connections(now: float | None = None) -> int:
     return pings
 
 
-class HealthMiddleware:
+class HealthMiddleware(SyncAsyncMiddleware):
     """Before each request, ping connections idle longer than HEALTH.IDLE_PING_AFTER."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self,
-        get_response: Callable[[HttpRequest], HttpResponseBase]
-        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
-    ) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            # Tell Django this instance is a coroutine function, so it is
-            # awaited rather than run in a thread.
-            markcoroutinefunction(self)
+    def __init__(self, get_response: GetResponse) -> None:
+        super().__init__(get_response)
         connect_clocks()
 
     def __call__(

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, cast
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponseBase
 
 from resilient_db.conf import get_settings
+from resilient_db.middleware.base import SyncAsyncMiddleware
 from resilient_db.routers.choose import groups
 from resilient_db.routers.context import ALL, Unit, current_unit, end_unit, start_unit
 from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins, parse_lsn
@@ -109,23 +110,8 @@ def set_pin_cookie(
     )
 
 
-class PinningMiddleware:
+class PinningMiddleware(SyncAsyncMiddleware):
     """Pin a client to the primary for a while after it wrote (sync and async)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self,
-        get_response: Callable[[HttpRequest], HttpResponseBase]
-        | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
-    ) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            # Tell Django this instance is a coroutine function, so it is
-            # awaited directly instead of being run in a thread.
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         """Run the request as one unit of work and set the cookie if it wrote."""
