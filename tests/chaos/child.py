@@ -34,8 +34,9 @@ def main(spec_path: str) -> int:
     from tests.chaos import sockets
     from tests.chaos.workload import ThreadPool, WorkerSpec
 
-    ports = {bed.config().port(n) for n in bed.SERVER_NAMES}
-    before = sockets.count(ports)
+    names = {bed.config().port(n): n for n in bed.SERVER_NAMES}
+    ports = set(names)
+    before = sockets.held(ports)
     pool = ThreadPool([
         WorkerSpec(name=w["name"], run_id=spec["run_id"], stop_at=spec["stop_at"], seed=w["seed"])
         for w in spec["workers"]
@@ -44,11 +45,12 @@ def main(spec_path: str) -> int:
     Path(spec["ready"]).write_text("ready")
     pool.start()
     stuck = pool.join(time.monotonic() + max(0.0, spec["stop_at"] - time.time()) + 25.0)
-    leaked = max(0, sockets.count(ports) - before)
+    new = sockets.leaked(before, ports, cache_ports={bed.config().port("redis")})
     Path(spec["out"]).write_text(json.dumps({
         "logs": [log.to_json() for log in pool.logs()],
         "stuck": [f"{spec['workers'][0]['name'][:2]}:{name}" for name in stuck],
-        "leaked_sockets": leaked,
+        "leaked_sockets": len(new),
+        "leaked": [h.describe(names) for h in new],
     }))
     # Stuck daemon threads must not keep the process alive.
     sys.stdout.flush()

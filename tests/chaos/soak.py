@@ -132,8 +132,9 @@ def run_soak(faults: list[Fault], opts: Options, workdir: Path, raw: dict[str, A
     started = time.time()
     stop_at = started + opts.seconds
     close_all_quietly()
-    ports = {bed.config().port(n) for n in bed.SERVER_NAMES}
-    sockets_before = sockets.count(ports)
+    names = {bed.config().port(n): n for n in bed.SERVER_NAMES}
+    ports = set(names)
+    sockets_before = sockets.held(ports)
 
     specs = [WorkerSpec(name=f"t{i}", run_id=run_id, stop_at=stop_at, seed=opts.seed + i)
              for i in range(opts.threads)]
@@ -175,9 +176,11 @@ def run_soak(faults: list[Fault], opts: Options, workdir: Path, raw: dict[str, A
     finally:
         controller.stop(timeout=60.0)
 
-    sockets_after = sockets.count(ports)
+    # Children count their own sockets (this process sees only its descriptors).
+    new = sockets.leaked(sockets_before, ports, cache_ports={bed.config().port("redis")})
     logs: list[WorkerLog] = pool.logs()
     leaked_in_children = 0
+    leaked_where: list[str] = []
     for _proc, spec in children:
         path = Path(spec["out"])
         if not path.exists():
@@ -186,6 +189,7 @@ def run_soak(faults: list[Fault], opts: Options, workdir: Path, raw: dict[str, A
         data = json.loads(path.read_text())
         logs += [WorkerLog.from_json(w) for w in data["logs"]]
         leaked_in_children += int(data["leaked_sockets"])
+        leaked_where += data["leaked"]
         stuck += data["stuck"]
 
     close_all_quietly()
@@ -198,10 +202,12 @@ def run_soak(faults: list[Fault], opts: Options, workdir: Path, raw: dict[str, A
     report.add("threads.stuck", len(stuck))
     for name in stuck:
         report.violate("stuck", name)
-    leaked = max(0, sockets_after - sockets_before) + leaked_in_children
+    leaked = len(new) + leaked_in_children
     report.add("connections.leaked", leaked)
     if leaked:
-        report.violate("connection_leaked", f"{leaked} socket(s) to the bed still open after the run")
+        where = "; ".join([h.describe(names) for h in new] + leaked_where)
+        report.violate("connection_leaked",
+                       f"{leaked} socket(s) to the bed still open after the run: {where}")
     if controller.crashed:
         report.violate("controller_crashed", controller.crashed.strip()[-500:])
     _write_artifacts(workdir, report, controller.windows, logs, started)
