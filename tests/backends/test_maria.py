@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from django.db import connections, transaction
+from django.db.models import F
 from django.test import Client, override_settings
 
 from resilient_db.backends.scopes import idempotent
@@ -149,3 +150,21 @@ def test_lost_commit_stays_outcome_unknown_when_autocommit_is_restored(chaos_pro
         proxy.heal()
     # The server never received the COMMIT: the row is not there.
     assert not Item.objects.using("mysql").filter(key="maybe").exists()
+
+
+def test_orm_update_on_a_lost_connection_is_outcome_unknown_not_a_driver_error(chaos_proxy):
+    # Django's query code closes the cursor in an except clause after a failed
+    # execute(), and that close() reaches MySQLdb untranslated: a lost
+    # connection must still surface as OutcomeUnknown, never as a raw
+    # MySQLdb.OperationalError (2006) raised by the cursor's close().
+    proxy = chaos_proxy("maria_primary")
+    options = {**connections["mysql"].settings_dict["OPTIONS"], "read_timeout": 1}
+    Item.objects.using("mysql").create(key="counter", value=0)
+    with adhoc_alias("mupdate", "mysql", PORT=str(proxy.port), CONN_MAX_AGE=None,
+                     OPTIONS=options):
+        assert Item.objects.using("mupdate").filter(key="counter").count() == 1
+        proxy.blackhole()
+        with pytest.raises(OutcomeUnknown):
+            Item.objects.using("mupdate").filter(key="counter").update(value=F("value") + 1)
+        proxy.heal()
+    assert Item.objects.using("mysql").get(key="counter").value in (0, 1)

@@ -114,6 +114,7 @@ def _on_error(
             # Rule 5: integrity, data, syntax, conflicts... never a target failure.
             raise exc
         report_failure(db, exc, category)
+    close_dead_cursor(context)
     what = describe(category.value, stalled)
     if db.in_atomic_block or not db.autocommit:
         raise lost_in_transaction(db, exc, category, what) from exc
@@ -130,6 +131,20 @@ def _on_error(
         ) from exc
     error = StatementStalled.__name__ if stalled is not None else type(exc).__name__
     return _retry_read(db, exc, category, what, error, execute, sql, params, many, context)
+
+
+def close_dead_cursor(context: dict[str, Any]) -> None:
+    """Close the driver cursor of a lost connection now, swallowing what it raises."""
+    # Django's query code closes the cursor in an ``except`` clause after a
+    # failed execute(), and CursorWrapper.close() reaches the driver without
+    # error translation: MySQLdb's close() reads pending results and raises a
+    # raw "(2006) server has gone away", which would replace our
+    # OutcomeUnknown / ConnectionLost. A cursor closed here closes as a no-op.
+    wrapper = context.get("cursor")
+    cursor = getattr(wrapper, "cursor", None)
+    if cursor is not None:
+        with contextlib.suppress(Exception):
+            cursor.close()
 
 
 def _retry_read(
