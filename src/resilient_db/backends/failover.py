@@ -94,9 +94,13 @@ def connect_with_failover(db: ResilientMixin) -> None:
     failed: list[tuple[Target, Category]] = []
     previous = db._rdb_target if db._rdb_reconnect_reason is not None else None
     tried_once = False
+    last_resort = False
     while True:
-        plan = _order(registry.plan(targets, cfg.policy), registry, want_writer)
-        if fallback:
+        if last_resort:
+            plan = _last_resort(registry, targets)
+        else:
+            plan = _order(registry.plan(targets, cfg.policy), registry, want_writer)
+        if fallback and not last_resort:
             # The replica's own targets first; the primary only when none answers.
             plan += registry.plan(fallback, "priority")
         for target in plan:
@@ -138,10 +142,20 @@ def connect_with_failover(db: ResilientMixin) -> None:
             if failed:
                 _announce_failover(db, failed, target)
             return
+        if last_resort:
+            break
         remaining = deadline - time.monotonic()
         pause = _pause(registry, targets, settings.retry.backoff)
         if remaining <= 0 or pause is None or pause >= remaining:
-            break
+            if tried_once:
+                break
+            # This caller waited the whole deadline without one attempt: every
+            # target was marked down, or another caller held its probe. The
+            # mark may be stale (sessions killed during a handshake, a shared
+            # registry's view); one attempt costs at most a connect timeout
+            # and turns a guess into a fact.
+            last_resort = True
+            continue
         time.sleep(pause)
     if not attempts:
         attempts = [_remembered(registry, t) for t in targets]
@@ -212,6 +226,17 @@ def _pause(registry: Any, targets: Sequence[Target], backoff: float) -> float | 
     if not due:
         return max(backoff, _MIN_PAUSE)
     return max(min(due), _MIN_PAUSE)
+
+
+def _last_resort(registry: Any, targets: Sequence[Target]) -> list[Target]:
+    """Return the one target to try after a whole deadline without an attempt, if any."""
+    # Rule 6: a server that said it is starting or has too many connections is
+    # left alone; hammering it is what its back-off prevents.
+    backing_off = {Category.TOO_MANY_CONNECTIONS.value, Category.SERVER_STARTING.value}
+    for target in targets:
+        if registry.health(target).last_category not in backing_off:
+            return [target]
+    return []
 
 
 def _remembered(registry: Any, target: Target) -> Attempt:
