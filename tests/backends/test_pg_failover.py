@@ -193,8 +193,6 @@ def test_a_stale_down_mark_on_a_live_server_costs_the_deadline_not_the_read():
     # in its handshake, another worker's view through a shared registry).
     # A caller that waits the whole deadline without any attempt makes one
     # last attempt instead of failing on a guess.
-    import socket as socketlib
-
     from resilient_db.health.errors import Category
     from resilient_db.health.registry import get_registry
     from resilient_db.health.targets import targets_for
@@ -203,7 +201,7 @@ def test_a_stale_down_mark_on_a_live_server_costs_the_deadline_not_the_read():
                                   "MAX_CHECK_INTERVAL": 60.0}):
         registry = get_registry()
         (target,) = targets_for("default")
-        registry.record_failure(target, socketlib.timeout("stale"), Category.CANNOT_CONNECT)
+        registry.record_failure(target, TimeoutError("stale"), Category.CANNOT_CONNECT)
         assert not registry.is_available(target)
         connections["default"].close()
         started = time.monotonic()
