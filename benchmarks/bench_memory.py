@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import io
+import re
 import sys
 import tracemalloc
 from collections.abc import Callable
@@ -20,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+
+
+def _short_path(line: str) -> str:
+    """Drop the machine-specific part of a traceback path (site-packages, the checkout)."""
+    line = re.sub(r"^\S*/site-packages/", "", line)
+    line = re.sub(r"^\S*/lib/python3\.\d+/", "stdlib/", line)
+    return re.sub(r"^\S*/(benchmarks/)", r"\1", line)
 
 
 def rss_kib() -> int:
@@ -56,7 +64,7 @@ def soak(name: str, fn: Callable[[], object], total: int, samples: int = 10) -> 
         "rss_growth_kib": points[-1][1],
         "python_growth_second_half_bytes": points[-1][0] - points[samples // 2 - 1][0],
         "points": points,
-        "top_growth": [str(s) for s in top],
+        "top_growth": [_short_path(str(s)) for s in top],
     }
 
 
