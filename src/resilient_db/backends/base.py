@@ -24,7 +24,12 @@ from resilient_db import signals
 from resilient_db.backends.failover import connect_with_failover, discard_connection
 from resilient_db.backends.liveness import driver_says_closed, socket_of
 from resilient_db.backends.pooling import is_pooled, live_pooled_connection
-from resilient_db.backends.retry import report_failure, report_stall, retry_wrapper
+from resilient_db.backends.retry import (
+    lost_connection,
+    report_failure,
+    report_stall,
+    retry_wrapper,
+)
 from resilient_db.backends.stall import Watching, describe
 from resilient_db.backends.timeouts import apply_connect_timeout
 from resilient_db.conf import get_settings
@@ -247,12 +252,9 @@ class ResilientMixin(_Base):
         except DatabaseError as exc:
             if self._rdb_connecting:
                 raise  # connect_with_failover reports it and tries the next target
-            from resilient_db.health.errors import classify
-
-            category = classify(exc, connection=self.connection)
-            if not category.connection_unusable:
+            category = lost_connection(self, exc)
+            if category is None:
                 raise
-            report_failure(self, exc, category)
             discard_connection(self)
             self._rdb_reconnect_reason = category.value
             if autocommit:
@@ -281,16 +283,9 @@ class ResilientMixin(_Base):
             with watch:
                 super()._commit()  # type: ignore[misc]
         except DatabaseError as exc:
-            from resilient_db.health.errors import Category, classify
-
-            if watch.stalled is not None:
-                category = Category.CONNECTION_LOST
-                report_stall(self, watch.stalled, exc)
-            else:
-                category = classify(exc, connection=self.connection)
-                if not category.connection_unusable:
-                    raise
-                report_failure(self, exc, category)
+            category = lost_connection(self, exc, watch.stalled)
+            if category is None:
+                raise
             what = describe(category.value, watch.stalled)
             logger.warning(
                 "COMMIT on %r lost its connection (%s): outcome unknown, not retried",

@@ -100,20 +100,16 @@ def _on_error(
 ) -> Any:
     from resilient_db.health.errors import Category, classify
 
-    if stalled is not None:
-        # The watchdog shut the socket: whatever the driver says, the
-        # connection was lost because the server stopped answering.
-        category = Category.CONNECTION_LOST
-        report_stall(db, stalled, exc)
-    else:
-        category = classify(exc, connection=db.connection)
-        if category is Category.READ_ONLY:
+    known: Category | None = None
+    if stalled is None:
+        known = classify(exc, connection=db.connection)
+        if known is Category.READ_ONLY:
             note_read_only(db, exc)
             raise exc
-        if not category.connection_unusable:
-            # Rule 5: integrity, data, syntax, conflicts... never a target failure.
-            raise exc
-        report_failure(db, exc, category)
+    category = lost_connection(db, exc, stalled, known)
+    if category is None:
+        # Rule 5: integrity, data, syntax, conflicts... never a target failure.
+        raise exc
     close_dead_cursor(context)
     what = describe(category.value, stalled)
     if db.in_atomic_block or not db.autocommit:
@@ -131,6 +127,28 @@ def _on_error(
         ) from exc
     error = StatementStalled.__name__ if stalled is not None else type(exc).__name__
     return _retry_read(db, exc, category, what, error, execute, sql, params, many, context)
+
+
+def lost_connection(
+    db: ResilientMixin,
+    exc: BaseException,
+    stalled: float | None = None,
+    category: Category | None = None,
+) -> Category | None:
+    """Return how ``db``'s connection was lost (reported to the registry), or None if it wasn't."""
+    from resilient_db.health.errors import Category, classify
+
+    if stalled is not None:
+        # The watchdog shut the socket: whatever the driver says, the
+        # connection was lost because the server stopped answering.
+        report_stall(db, stalled, exc)
+        return Category.CONNECTION_LOST
+    if category is None:
+        category = classify(exc, connection=db.connection)
+    if not category.connection_unusable:
+        return None
+    report_failure(db, exc, category)
+    return category
 
 
 def close_dead_cursor(context: dict[str, Any]) -> None:
@@ -161,7 +179,6 @@ def _retry_read(
 ) -> Any:
     from resilient_db.backends.failover import discard_connection
     from resilient_db.conf import get_settings
-    from resilient_db.health.errors import Category, classify
 
     cfg = get_settings().retry
     deadline = time.monotonic() + cfg.deadline
@@ -189,14 +206,10 @@ def _retry_read(
         except ResilientDBError:
             raise
         except DatabaseError as again:
-            if watch.stalled is not None:
-                category = Category.CONNECTION_LOST
-                report_stall(db, watch.stalled, again)
-            else:
-                category = classify(again, connection=db.connection)
-                if not category.connection_unusable:
-                    raise
-                report_failure(db, again, category)
+            lost = lost_connection(db, again, watch.stalled)
+            if lost is None:
+                raise
+            category = lost
             what = describe(category.value, watch.stalled)
             last = again
             continue
