@@ -23,6 +23,9 @@ class Category(str, enum.Enum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     RETRYABLE_CONFLICT = "retryable_conflict"
     QUERY_ERROR = "query_error"
+    #: The server refused this alias's own settings (a wrong password, an
+    #: unknown database or user): a configuration error, not an outage.
+    CONFIGURATION = "configuration"
 
     @property
     def target_failed(self) -> bool:
@@ -74,12 +77,12 @@ SQLSTATE_CODES: Mapping[str, Category] = {
     "40P01": C.RETRYABLE_CONFLICT,  # deadlock_detected
     "40003": C.OUTCOME_UNKNOWN,  # statement_completion_unknown
     "55P03": C.RETRYABLE_CONFLICT,  # lock_not_available (NOWAIT, lock_timeout)
-    "3D000": C.CANNOT_CONNECT,  # invalid_catalog_name: the database is not there
+    "3D000": C.CONFIGURATION,  # invalid_catalog_name: the database is not there
 }
 SQLSTATE_CLASSES: Mapping[str, Category] = {
     "08": C.CONNECTION_LOST,  # connection exception (08000, 08003, 08006, 08P01, 08S01...)
     "57": C.CONNECTION_LOST,  # operator intervention: 57P01 admin, 57P02 crash, 57P05 idle
-    "28": C.CANNOT_CONNECT,  # invalid authorization specification
+    "28": C.CONFIGURATION,  # invalid authorization specification (password, pg_hba)
     "53": C.QUERY_ERROR,  # insufficient resources (disk full...): not the connection
     "22": C.QUERY_ERROR,  # data exception
     "23": C.QUERY_ERROR,  # integrity constraint violation
@@ -93,7 +96,10 @@ NEVER_TARGET_CLASSES = frozenset({"22", "23", "42"})
 # MySQL / MariaDB error numbers (client 2xxx, server 1xxx/4xxx).
 ERRNO_CODES: Mapping[int, Category] = {
     **dict.fromkeys((2001, 2002, 2003, 2004, 2005, 2012, 2026, 2047, 2048), C.CANNOT_CONNECT),
-    **dict.fromkeys((1045, 1049, 1129, 1130, 1251), C.CANNOT_CONNECT),
+    **dict.fromkeys((1129,), C.CANNOT_CONNECT),  # host blocked after many connect errors
+    # Access denied (user, database), unknown database, host not allowed,
+    # unsupported authentication: this alias's settings, not the server.
+    **dict.fromkeys((1044, 1045, 1049, 1130, 1251), C.CONFIGURATION),
     **dict.fromkeys((2006, 2013, 2014, 2027, 2055, 4031, 1927), C.CONNECTION_LOST),
     **dict.fromkeys((1152, 1153, 1158, 1159, 1160, 1161, 1184), C.CONNECTION_LOST),
     1053: C.SERVER_STARTING,  # ER_SERVER_SHUTDOWN
@@ -132,6 +138,17 @@ MESSAGES: tuple[tuple[Category, tuple[str, ...]], ...] = (
         ("in a read-only transaction", "--read-only option", "read-only mode", "--super-read-only"),
     ),
     (
+        # Before CANNOT_CONNECT: psycopg 3 prefixes these with "connection failed:".
+        C.CONFIGURATION,
+        (
+            "password authentication failed",
+            "no pg_hba.conf entry",
+            "access denied for user",
+            'fatal:  database "',  # ... does not exist (libpq's two spaces)
+            'fatal:  role "',  # ... does not exist
+        ),
+    ),
+    (
         C.CANNOT_CONNECT,
         (
             "connection failed:",
@@ -144,9 +161,6 @@ MESSAGES: tuple[tuple[Category, tuple[str, ...]], ...] = (
             "timeout expired",
             "reading initial communication packet",
             "reading authorization packet",
-            "password authentication failed",
-            "no pg_hba.conf entry",
-            "access denied for user",
             "no route to host",
             "network is unreachable",
         ),

@@ -38,7 +38,7 @@ from resilient_db.health.error_codes import (
     Category,
 )
 
-__all__ = ["Category", "Verdict", "classify", "explain"]
+__all__ = ["Category", "Verdict", "classify", "explain", "raised_by_django"]
 
 C = Category
 
@@ -88,6 +88,13 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
     own = _own_exception(exc)
     if own is not None:
         return Verdict(own, f"{type(exc).__name__}")
+    if raised_by_django(exc):
+        # Django raised it before anything reached the server (a broken
+        # transaction, a closed cursor...). Its __cause__ is history, such as
+        # the error of an earlier statement kept in connection.rollback_exc,
+        # and the connection's flags describe that history too: neither says
+        # anything about this statement.
+        return Verdict(C.QUERY_ERROR, f"{type(exc).__name__} raised by Django itself")
     chain = _chain(exc)
     custom_states, custom_errnos = _custom_codes()
 
@@ -184,6 +191,27 @@ def _walk(exc: BaseException, context: bool) -> Iterator[BaseException]:
         if nxt is None and context and not current.__suppress_context__:
             nxt = current.__context__
         current = nxt
+
+
+def raised_by_django(exc: BaseException) -> bool:
+    """Tell whether Django raised ``exc`` itself rather than translating a driver's error.
+
+    ``DatabaseErrorWrapper`` translates a driver error into the Django class
+    of the same name with the same ``args``, raised ``from`` the driver's
+    error. A Django error chained to anything else (``TransactionManagementError``
+    is raised ``from connection.rollback_exc``) is Django's own. One without a
+    cause is judged by its text, as a driver's would be.
+    """
+    from django.db.transaction import TransactionManagementError
+
+    if not type(exc).__module__.startswith("django."):
+        return False
+    if isinstance(exc, TransactionManagementError):
+        return True
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, OSError):
+        return False
+    return type(cause).__module__.startswith("django.") or cause.args != exc.args
 
 
 def _own_exception(exc: BaseException) -> Category | None:
