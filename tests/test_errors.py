@@ -322,3 +322,28 @@ def test_a_cycle_in_the_cause_chain_terminates() -> None:
     a.__cause__ = b
     b.__cause__ = a
     assert classify(a) is C.QUERY_ERROR
+
+
+def test_the_pools_own_errors_are_never_a_target_failure() -> None:
+    psycopg_pool = pytest.importorskip("psycopg_pool")
+    raw = psycopg_pool.PoolTimeout("couldn't get a connection after 5.00 sec")
+    translated = django.db.OperationalError(*raw.args)
+    translated.__cause__ = raw
+    for exc in (raw, translated):
+        assert classify(exc, connecting=True) is C.POOL
+        assert not C.POOL.target_failed
+
+
+def test_a_django_error_chained_to_history_is_judged_on_its_own() -> None:
+    from django.db.transaction import TransactionManagementError
+
+    earlier = psycopg.OperationalError("server closed the connection unexpectedly")
+    translated = django.db.OperationalError(*earlier.args)
+    translated.__cause__ = earlier
+    assert classify(translated) is C.CONNECTION_LOST  # a translation is the driver's error
+    history = TransactionManagementError("An error occurred in the current transaction.")
+    history.__cause__ = translated
+    assert classify(history) is C.QUERY_ERROR
+    closed = django.db.InterfaceError("connection already closed")
+    closed.__cause__ = translated  # chained to an error of another statement
+    assert classify(closed) is C.QUERY_ERROR

@@ -163,3 +163,36 @@ def test_peers_are_not_used_with_a_pool(pooled: Any) -> None:
         assert targets[0].overrides == {} or not targets[0].overrides
         # And it still works: the alias's own server serves the pool.
         assert Item.objects.using(ALIAS).count() == 0
+
+
+def test_a_full_pool_is_the_pools_own_timeout_not_an_outage() -> None:
+    # Django's own suite (backends.postgresql.tests.Tests.test_connect_pool):
+    # a checkout that times out raises psycopg_pool.PoolTimeout as stock does,
+    # the server is not marked down, and the next checkout after a connection
+    # went back to the pool gets it without waiting for a re-check.
+    from psycopg_pool import PoolTimeout
+
+    from resilient_db.backends.failover import targets_of
+    from resilient_db.health.records import State
+    from resilient_db.health.registry import get_registry
+
+    options = {
+        **connections["default"].settings_dict["OPTIONS"],
+        "application_name": APP,
+        "pool": {"min_size": 0, "max_size": 1, "timeout": 0.5},
+    }
+    with adhoc_alias(ALIAS, "default", OPTIONS=options, CONN_MAX_AGE=0) as first:
+        second = first.copy()  # same alias, so the same pool
+        try:
+            first.connect()
+            with pytest.raises(PoolTimeout):
+                second.connect()
+            (target,) = targets_of(first)
+            assert get_registry().health(target).state is State.UP
+            first.close()  # back to the pool
+            second.connect()
+            assert second.connection is not None
+        finally:
+            second.close()
+            first.close()
+            first.close_pool()

@@ -26,6 +26,9 @@ class Category(str, enum.Enum):
     #: The server refused this alias's own settings (a wrong password, an
     #: unknown database or user): a configuration error, not an outage.
     CONFIGURATION = "configuration"
+    #: Django's connection pool could not serve locally (every connection
+    #: checked out, the pool closed): the pool's own state, not the server's.
+    POOL = "pool"
 
     @property
     def target_failed(self) -> bool:

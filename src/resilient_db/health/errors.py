@@ -88,6 +88,10 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
     own = _own_exception(exc)
     if own is not None:
         return Verdict(own, f"{type(exc).__name__}")
+    if any(_from_pool(e) for e in (exc, exc.__cause__)):
+        # PoolTimeout, TooManyRequests, PoolClosed: raised by the pool in this
+        # process; the server may be perfectly fine (a full pool is not an outage).
+        return Verdict(C.POOL, f"{type(exc).__name__} from the local connection pool")
     if raised_by_django(exc):
         # Django raised it before anything reached the server (a broken
         # transaction, a closed cursor...). Its __cause__ is history, such as
@@ -191,6 +195,10 @@ def _walk(exc: BaseException, context: bool) -> Iterator[BaseException]:
         if nxt is None and context and not current.__suppress_context__:
             nxt = current.__context__
         current = nxt
+
+
+def _from_pool(exc: BaseException | None) -> bool:
+    return exc is not None and type(exc).__module__.split(".")[0] == "psycopg_pool"
 
 
 def raised_by_django(exc: BaseException) -> bool:
