@@ -84,3 +84,55 @@ def test_a_wrong_password_or_database_is_the_drivers_error_at_once(alias, overri
             assert health.failures == 0
     # The server itself is fine for the alias that is configured right.
     assert Item.objects.using(alias).count() == 0
+
+
+@pytest.mark.parametrize(("idle_ping_after", "pings"), [(0.0, 3), (30.0, 0)])
+def test_idle_ping_after_zero_checks_before_every_use(idle_ping_after, pings, monkeypatch):
+    # docs/settings.md: "0 checks before every use"; it used to turn the check off.
+    from tests.backends.support import resilient_settings
+
+    wrapper = connections["default"]
+    calls = []
+    real = type(wrapper).is_usable
+
+    def counting(self):
+        calls.append(self.alias)
+        return real(self)
+
+    with resilient_settings(_top={"HEALTH": {"IDLE_PING_AFTER": idle_ping_after}}), persistent(
+        "default"
+    ):
+        Item.objects.count()  # connects
+        monkeypatch.setattr(type(wrapper), "is_usable", counting)
+        for _ in range(3):
+            Item.objects.count()
+    assert calls.count("default") == pings
+
+
+def test_a_connection_found_closed_when_creating_a_cursor_in_atomic_is_connection_lost():
+    # The driver connection goes away under Django inside atomic(): creating
+    # the next cursor fails in the driver (psycopg 3 OperationalError,
+    # psycopg2 InterfaceError), which must surface as ConnectionLost; the
+    # next use after the block reconnects and says so.
+    from resilient_db.backends.transactions import retry_atomic
+    from tests.backends.support import capture_signals
+
+    wrapper = connections["default"]
+    with persistent("default"), capture_signals() as seen:
+        with pytest.raises(ConnectionLost), transaction.atomic():
+            Item.objects.create(key="gone")
+            wrapper.connection.close()
+            Item.objects.create(key="after")
+        assert Item.objects.count() == 0
+        assert [e["reason"] for e in seen["reconnected"]] == ["connection_lost"]
+
+        runs = []
+        for attempt in retry_atomic():
+            with attempt:
+                runs.append(attempt.number)
+                Item.objects.create(key=f"run{len(runs)}")
+                if len(runs) == 1:
+                    wrapper.connection.close()
+                    Item.objects.count()
+    assert len(runs) == 2
+    assert list(Item.objects.values_list("key", flat=True)) == ["run2"]

@@ -8,6 +8,8 @@ translation; the mixin only overrides Django's documented extension points:
   alias's own server or a peer) with per-attempt timeouts (failover.py);
 * ``ensure_connection``: replace a dead connection before use, never inside
   a transaction (rule 1);
+* ``create_cursor``: a connection found closed inside ``atomic()`` is
+  ``ConnectionLost``, not the driver's error (rule 1);
 * ``_commit``: a COMMIT that dies is outcome-unknown, never retried (rule 4);
 * one execute wrapper for retry of reads and outcome-unknown writes (retry.py).
 """
@@ -26,6 +28,7 @@ from resilient_db.backends.liveness import driver_says_closed, socket_of
 from resilient_db.backends.pooling import is_pooled, live_pooled_connection
 from resilient_db.backends.retry import (
     lost_connection,
+    lost_in_transaction,
     report_failure,
     report_stall,
     retry_wrapper,
@@ -56,7 +59,8 @@ class ResilientMixin(_Base):
     _rdb_target: Target | None = None
     _rdb_poller: select.poll | None = None
     _rdb_last_used: float = 0.0
-    _rdb_idle_ping: float = 0.0
+    # HEALTH.IDLE_PING_AFTER, set by connect(); 0 means "before every use".
+    _rdb_idle_ping: float = float("inf")
     _rdb_connecting: bool = False
     _rdb_discard: bool = False
     _rdb_want_writer: bool = False
@@ -189,7 +193,7 @@ class ResilientMixin(_Base):
         if poller is not None and poller.poll(0):
             # An idle socket with something to read: a FATAL message or EOF.
             return True
-        if self._rdb_idle_ping and now - self._rdb_last_used > self._rdb_idle_ping:
+        if now - self._rdb_last_used >= self._rdb_idle_ping:
             return True
         return driver_says_closed(self.connection)
 
@@ -221,6 +225,27 @@ class ResilientMixin(_Base):
         discard_connection(self)
         self._rdb_reconnect_reason = reason
         # The next ensure_connection() step opens the replacement.
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        """Create a driver cursor; a connection found closed inside atomic() is ConnectionLost."""
+        try:
+            return super().create_cursor(name)
+        except self.Database.Error as exc:  # type: ignore[attr-defined]
+            if not self.in_atomic_block:
+                # Outside a transaction ensure_connection() has already
+                # replaced a dead connection; anything else is the driver's.
+                raise
+            if self.closed_in_transaction:
+                # Closed earlier in this block (by Django, the caller, or a
+                # loss already reported): the block is broken, nothing more.
+                raise ConnectionLost(
+                    f"The connection of {self.alias!r} was closed inside a transaction; "
+                    "the transaction was rolled back and nothing in it was committed."
+                ) from exc
+            category = lost_connection(self, exc)
+            if category is None:
+                raise
+            raise lost_in_transaction(self, exc, category) from exc
 
     # ----- transactions -----------------------------------------------------
 
