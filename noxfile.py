@@ -163,6 +163,40 @@ def chaos(session: nox.Session) -> None:
     session.run("pytest", "tests/chaos", "-m", "slow", *session.posargs, env=env)
 
 
+# Django's own test suite, run with Django's engines and with ours (the gate
+# of tests/django_suite/gate.py): vendor -> the drivers to install.
+SUITE_DRIVERS = {
+    "psycopg3": ("postgresql", ["psycopg[binary,pool]>=3.1.8"]),
+    "psycopg2": ("postgresql", ["psycopg2-binary>=2.9.5"]),
+    # psycopg too: the bed sets up its PostgreSQL servers with it.
+    "mysqlclient": ("mysql", ["mysqlclient>=2.2", "psycopg[binary]>=3.1.8"]),
+}
+# What Django's suite needs for the labels the gate runs (tblib: the parallel
+# runner reports failures with tracebacks).
+SUITE_DEPS = ["tblib>=1.5", "numpy", "Pillow>=6.2.1", "PyYAML", "redis>=5"]
+
+
+@nox.session(python=PYTHONS, tags=["django_suite"])
+@nox.parametrize("driver", list(SUITE_DRIVERS))
+@nox.parametrize("django", list(DJANGO_PYTHONS))
+def django_suite(session: nox.Session, django: str, driver: str) -> None:
+    """Run Django's own test suite with Django's engine and ours; fail on any regression.
+
+    Extra arguments go to the gate: `-- --labels transactions` runs one label,
+    `-- --modes plain` only the run without RESILIENT_DB.
+    """
+    if session.python not in DJANGO_PYTHONS[django]:
+        session.skip(f"Django {django} does not support Python {session.python}")
+    vendor, drivers = SUITE_DRIVERS[driver]
+    _install_system_packages(session)
+    session.install(".", DJANGO_SPEC[django], *drivers, *SUITE_DEPS)
+    session.run("python", "-m", "django", "--version")
+    session.run(
+        "python", "tests/django_suite/gate.py", "--vendor", vendor,
+        "--cache", str(HERE / ".nox" / "_django_suite"), *session.posargs,
+    )
+
+
 # The cells that must run on every change; `ci` runs exactly these.
 CI_CELLS = [
     ("3.11", "5.2", "psycopg3"),
@@ -171,12 +205,27 @@ CI_CELLS = [
 ]
 
 
+# Django's suite in CI: the features run where it finds the most (the
+# psycopg 3 and MariaDB cells); the other cells compare without RESILIENT_DB.
+SUITE_CELLS = [
+    ("3.11", "5.2", "psycopg3", "plain,features"),
+    ("3.11", "5.2", "psycopg2", "plain"),
+    ("3.11", "5.2", "mysqlclient", "plain,features"),
+    ("3.12", "6.1", "psycopg3", "plain"),
+]
+
+
 @nox.session(python=False)
 def ci(session: nox.Session) -> None:
-    """Run everything CI checks: lint, types, docs, the required cells, the example."""
+    """Run everything CI checks: lint, types, docs, the required cells, Django's suite, the example."""
     session.notify("lint")
     session.notify("types")
     session.notify("docs")
     for python, django, driver in CI_CELLS:
         session.notify(f"tests-{python}(django='{django}', driver='{driver}')")
+    for python, django, driver, modes in SUITE_CELLS:
+        session.notify(
+            f"django_suite-{python}(django='{django}', driver='{driver}')",
+            ["--modes", modes],
+        )
     session.notify("example")

@@ -93,7 +93,8 @@ def test_idle_ping_after_zero_checks_before_every_use(idle_ping_after, pings, mo
 
     wrapper = connections["default"]
     calls = []
-    real = type(wrapper).is_usable
+    # The resilience ping, not is_usable(), which belongs to CONN_HEALTH_CHECKS.
+    real = type(wrapper)._rdb_ping
 
     def counting(self):
         calls.append(self.alias)
@@ -103,7 +104,7 @@ def test_idle_ping_after_zero_checks_before_every_use(idle_ping_after, pings, mo
         "default"
     ):
         Item.objects.count()  # connects
-        monkeypatch.setattr(type(wrapper), "is_usable", counting)
+        monkeypatch.setattr(type(wrapper), "_rdb_ping", counting)
         for _ in range(3):
             Item.objects.count()
     assert calls.count("default") == pings
