@@ -70,6 +70,9 @@ VENDOR_LABELS = {"postgresql": ("postgres_tests",), "mysql": ()}
 #: mode -> (engine, features): the stock baseline first.
 MODES = {"stock": ("stock", False), "plain": ("ours", False), "features": ("ours", True)}
 
+#: The package index's simple API.
+INDEX = os.environ.get("RDB_SUITE_INDEX", "https://pypi.org/simple")
+
 #: No run of Django's suite may hang CI: each is cut off after this long.
 RUN_TIMEOUT = 25 * 60
 
@@ -159,13 +162,18 @@ def fetch_suite(version: str, cache: Path) -> Path:
     if (tests / "runtests.py").is_file():
         return tests
     cache.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(f"https://pypi.org/pypi/Django/{version}/json", timeout=60) as r:
-        release = json.load(r)
-    (sdist,) = [u for u in release["urls"] if u["packagetype"] == "sdist"]
+    # The index's simple API (PEP 691, JSON): what pip itself reads.
+    request = urllib.request.Request(
+        f"{INDEX}/django/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as r:
+        files = json.load(r)["files"]
+    wanted = f"django-{version}.tar.gz"
+    (sdist,) = [f for f in files if f["filename"].lower() == wanted]
     archive = cache / sdist["filename"]
     with urllib.request.urlopen(sdist["url"], timeout=300) as r:
         data = r.read()
-    if hashlib.sha256(data).hexdigest() != sdist["digests"]["sha256"]:
+    if hashlib.sha256(data).hexdigest() != sdist["hashes"]["sha256"]:
         raise SystemExit(f"{sdist['filename']}: sha256 does not match the package index")
     archive.write_bytes(data)
     with tarfile.open(archive) as tar:
@@ -255,7 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(modes) - set(MODES) | ({"stock"} & set(modes))
     if unknown:
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}; choose from plain, features")
-    print(f"Django {version}, {args.vendor}, labels: {' '.join(labels)}")
+    driver = args.vendor
+    if args.vendor == "postgresql":
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+        driver = "PostgreSQL with psycopg 3" if is_psycopg3 else "PostgreSQL with psycopg2"
+    print(f"Django {version}, {driver}, labels: {' '.join(labels)}")
     tests = fetch_suite(version, cache)
     expected = {k: v for k, v in EXPECTED.items() if _applies(k, args.vendor)}
     expected = {k.split(":", 1)[-1]: v for k, v in expected.items()}
