@@ -385,7 +385,7 @@ class _Parser:
         databases: dict[str, AliasConfig] = {}
         dbs = self.mapping(top.get("DATABASES"), f"{SETTING}['DATABASES']")
         # Typed as object: a user's dict may have any keys, whatever mapping() says.
-        entries: Mapping[object, Any] = dbs or {}
+        entries = cast("Mapping[object, Any]", dbs or {})
         for name, value in entries.items():
             if not isinstance(name, str):
                 self.problem(
