@@ -260,3 +260,16 @@ def test_huge_probe_timeout_and_pin_stop_the_run_time() -> None:
             pytest.raises(ImproperlyConfigured, match=r"resilient_db\.E004"),
         ):
             get_settings()
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        {"HOST": "x", "OPTIONS": "connect_timeout=2"},
+        {"HOST": 5},
+        {"HOST": "x", "PASSWORD": 1234},
+    ],
+)
+def test_peer_dict_fields_of_the_wrong_type_are_check_errors(peer: dict[str, object]) -> None:
+    problems = parse_settings({"DATABASES": {"default": {"PEERS": [peer]}}})[1]
+    assert [p.id for p in problems] == ["resilient_db.E008"]

@@ -1,15 +1,243 @@
-"""Validate what a peer's connection options can be checked for before any connect."""
+"""Validate what can be known about a peer's connection before any connect.
+
+A peer whose options no driver accepts (``?connect_timeout=abc``,
+``?nosuchoption=1``) would raise ``ProgrammingError`` or ``TypeError`` on
+every connect, which is a configuration error, not an outage: failover never
+gets to the next target. These are reported as ``resilient_db.E018`` so such
+a peer never reaches run time. ``resilient_db.W019`` warns when one connect
+attempt may take the whole retry deadline, which leaves no time to fail over.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Iterator, Mapping
+from importlib import import_module
 from typing import Any
 
-from resilient_db.conf import Problem, ResilientSettings
+from resilient_db.conf import AliasConfig, Problem, ResilientSettings
+from resilient_db.consistency import KEY_DATABASES
+
+# Keys Django's postgresql backend takes out of OPTIONS before the driver sees
+# them, and the keyword arguments psycopg 3's connect() takes itself.
+PG_NOT_LIBPQ = frozenset(
+    {"isolation_level", "server_side_binding", "pool", "assume_role", "autocommit",
+     "prepare_threshold", "context", "row_factory", "cursor_factory"}
+)
+PG_INTEGERS = frozenset(
+    {"connect_timeout", "port", "keepalives", "keepalives_idle", "keepalives_interval",
+     "keepalives_count", "tcp_user_timeout"}
+)
+# Options with a closed set of values that libpq checks only when connecting.
+PG_CHOICES: dict[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": (
+        "any", "read-write", "read-only", "primary", "standby", "prefer-standby",
+    ),
+    "gssencmode": ("disable", "prefer", "require"),
+}
+# mysqlclient's MySQLdb.connect() keywords (its C function's and Connection's
+# own); PyMySQL's are read from its signature when it is installed.
+MYSQLCLIENT_KEYS = frozenset(
+    {"host", "user", "passwd", "password", "db", "database", "port", "unix_socket", "conv",
+     "connect_timeout", "compress", "named_pipe", "init_command", "read_default_file",
+     "read_default_group", "client_flag", "ssl", "ssl_mode", "local_infile", "read_timeout",
+     "write_timeout", "charset", "collation", "auth_plugin", "server_public_key_path",
+     "use_unicode", "sql_mode", "binary_prefix", "cursorclass", "autocommit"}
+)
+MYSQL_DJANGO_KEYS = frozenset({"isolation_level"})
+MYSQL_INTEGERS = frozenset(
+    {"connect_timeout", "read_timeout", "write_timeout", "port", "client_flag"}
+)
+
+
+def engine_vendor(engine: object) -> str | None:
+    """Return the ``vendor`` of a DATABASES ENGINE (None when it cannot be imported)."""
+    if not isinstance(engine, str) or not engine:
+        return None
+    return _vendor(engine)
+
+
+@functools.lru_cache(maxsize=64)
+def _vendor(engine: str) -> str | None:
+    try:
+        module = import_module(f"{engine}.base")
+    # A broken or missing engine is Django's error to report, not this check's.
+    except Exception:  # noqa: BLE001
+        return None
+    vendor = getattr(getattr(module, "DatabaseWrapper", None), "vendor", None)
+    return vendor if isinstance(vendor, str) else None
+
+
+@functools.lru_cache(maxsize=1)
+def libpq_keywords() -> frozenset[str] | None:
+    """Return the connection keywords of psycopg 3's libpq (None without psycopg 3)."""
+    try:
+        from psycopg import pq
+    except ImportError:
+        return None
+    return frozenset(o.keyword.decode() for o in pq.Conninfo.get_defaults())
+
+
+def _libpq_accepts(name: str) -> bool | None:
+    """Return whether libpq knows option ``name`` (None: no driver installed to ask)."""
+    known = libpq_keywords()
+    if known is not None:
+        return name in known
+    try:
+        from psycopg2 import ProgrammingError
+        from psycopg2.extensions import parse_dsn
+    except ImportError:
+        return None
+    try:
+        parse_dsn(f"{name}=x")
+    except ProgrammingError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def mysql_keywords() -> frozenset[str]:
+    """Return every keyword mysqlclient or PyMySQL accepts (the driver may be either)."""
+    keys = set(MYSQLCLIENT_KEYS | MYSQL_DJANGO_KEYS)
+    try:
+        from pymysql.connections import Connection
+    except ImportError:
+        return frozenset(keys)
+    keys.update(p for p in inspect.signature(Connection.__init__).parameters if p != "self")
+    return frozenset(keys)
+
+
+def _is_integer(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("+-").isascii() and (
+        value.strip().lstrip("+-").isdigit()
+    )
+
+
+def option_problems(vendor: str | None, options: Mapping[Any, Any], key: str) -> list[Problem]:
+    """Return the OPTIONS of a peer that ``vendor``'s driver would refuse."""
+    out: list[Problem] = []
+
+    def bad(msg: str, hint: str) -> None:
+        out.append(Problem("resilient_db.E018", key, f"{key}: {msg}", hint))
+
+    for name, value in options.items():
+        if not isinstance(name, str):
+            bad(f"OPTIONS has a key {name!r:.40} that is not a string.", "Option names are strings.")
+            continue
+        if vendor == "postgresql":
+            if name not in PG_NOT_LIBPQ and _libpq_accepts(name) is False:
+                bad(
+                    f"option {name!r} is not a libpq connection option, so every connect "
+                    "to this peer would fail.",
+                    "Remove it, or fix its spelling (see the libpq 'Parameter Key Words').",
+                )
+            elif name in PG_INTEGERS and value is not None and not _is_integer(value):
+                bad(
+                    f"option {name!r} must be a whole number, not {value!r:.40}.",
+                    f"Write e.g. ?{name}=5 in the URL or {{{name!r}: 5}} in OPTIONS.",
+                )
+            elif name in PG_CHOICES and isinstance(value, str) and value not in PG_CHOICES[name]:
+                bad(
+                    f"option {name!r} is {value!r:.40}, which libpq does not accept.",
+                    f"Use one of: {', '.join(PG_CHOICES[name])}.",
+                )
+        elif vendor == "mysql":
+            if name not in mysql_keywords():
+                bad(
+                    f"option {name!r} is not a MySQL driver connection option, so every "
+                    "connect to this peer would fail.",
+                    "Remove it, or fix its spelling (see mysqlclient's connect() keywords).",
+                )
+            elif name in MYSQL_INTEGERS and value is not None and not _is_integer(value):
+                bad(
+                    f"option {name!r} must be a whole number, not {value!r:.40}.",
+                    f"Write e.g. ?{name}=5 in the URL or {{{name!r}: 5}} in OPTIONS.",
+                )
+    return out
+
+
+def _peer_options(cfg: AliasConfig) -> Iterator[tuple[int, Mapping[Any, Any]]]:
+    for i, peer in enumerate(cfg.peers):
+        # A peer written as an alias name is a DATABASES entry of its own:
+        # Django and its own connections judge its OPTIONS.
+        options = peer.overrides.get("OPTIONS") if peer.alias is None else None
+        if isinstance(options, Mapping) and options:
+            yield i, options
+
+
+def _connect_timeout(options: object) -> float | None:
+    if not isinstance(options, Mapping):
+        return None
+    value = options.get("connect_timeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and _is_integer(value):
+        return float(int(value.strip()))
+    return None
+
+
+def timeout_problems(
+    parsed: ResilientSettings, alias: str, base: Mapping[str, Any], vendor: str | None
+) -> list[Problem]:
+    """Warn when one connect attempt of ``alias`` may use the whole retry deadline."""
+    from resilient_db.backends.timeouts import effective_timeout
+
+    cfg = parsed.alias(alias)
+    fails_over = bool(cfg.peers) or parsed.primary_of(alias) is not None
+    if not fails_over or vendor not in ("postgresql", "mysql"):
+        return []
+    deadline = parsed.retry.deadline
+    own = _connect_timeout(base.get("OPTIONS"))
+    # Where the attempt's timeout comes from: the user's OPTIONS win over
+    # CONNECT_TIMEOUT (backends/timeouts.py), peers' own OPTIONS over the alias's.
+    sources: list[tuple[str, float]] = [
+        (f"DATABASES[{alias!r}]['OPTIONS']['connect_timeout']", own)
+        if own is not None
+        else ("RESILIENT_DB['CONNECT_TIMEOUT']", parsed.connect_timeout)
+    ]
+    for i, options in _peer_options(cfg):
+        peer_timeout = _connect_timeout(options)
+        if peer_timeout is not None:
+            sources.append((f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}] connect_timeout", peer_timeout))
+    out: list[Problem] = []
+    for where, seconds in sources:
+        waits = effective_timeout(vendor, seconds) if seconds > 0 else float("inf")
+        if waits >= deadline:
+            out.append(
+                Problem(
+                    "resilient_db.W019",
+                    where,
+                    f"{where} lets one connect attempt of {alias!r} wait {waits:g} s, at or "
+                    f"above RETRY['DEADLINE'] ({deadline:g} s): a server that does not answer "
+                    "uses the whole deadline, so failover to the next target cannot happen.",
+                    "Make the connect timeout at most half of RETRY['DEADLINE'] (drop "
+                    "OPTIONS['connect_timeout'] to let CONNECT_TIMEOUT apply per attempt), "
+                    "or raise the deadline. libpq never waits less than 2 s.",
+                    "warning",
+                )
+            )
+    return out
 
 
 def peer_problems(
     parsed: ResilientSettings, databases: Mapping[str, Mapping[str, Any]]
 ) -> list[Problem]:
-    """Return the peers of ``parsed`` whose options no driver would accept."""
-    return []
+    """Return peers whose options no driver would accept, and timeouts that stop failover."""
+    out: list[Problem] = []
+    aliases = set(parsed.databases) | parsed.replica_aliases()
+    for alias in sorted(aliases):
+        base = databases.get(alias)
+        if base is None:
+            continue  # E012/E013 say so
+        vendor = engine_vendor(base.get("ENGINE"))
+        for i, options in _peer_options(parsed.alias(alias)):
+            key = f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}]"
+            out.extend(option_problems(vendor, options, key))
+        out.extend(timeout_problems(parsed, alias, base, vendor))
+    return out

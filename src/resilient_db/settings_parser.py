@@ -256,6 +256,22 @@ class _Parser:
             self._peer_number(
                 raw, "PORT", key, _PEER + "PORT", "Give the port as a number, e.g. 6432."
             )
+            for name in ("HOST", "NAME", "USER", "PASSWORD"):
+                if raw.get(name) is not None and not isinstance(raw[name], str):
+                    self.problem(
+                        "resilient_db.E008",
+                        key,
+                        f"{key}[{name!r}] must be a string, not {type(raw[name]).__name__}.",
+                        f"Write {name} as a string, as in DATABASES.",
+                    )
+            if raw.get("OPTIONS") is not None and not isinstance(raw["OPTIONS"], Mapping):
+                self.problem(
+                    "resilient_db.E008",
+                    key,
+                    f"{key}['OPTIONS'] must be a dict, not {type(raw['OPTIONS']).__name__}.",
+                    "Write OPTIONS as a dict of driver options, as in DATABASES.",
+                )
+                return None
             overrides = {k: v for k, v in raw.items() if k in PEER_KEYS and k != "PRIORITY"}
             if "PORT" in overrides and overrides["PORT"] is not None:
                 overrides["PORT"] = str(overrides["PORT"])
