@@ -133,3 +133,20 @@ def test_connect_timeout_setting_at_the_deadline_warns() -> None:
 )
 def test_room_for_failover_is_quiet(rdb: dict[str, Any], databases: dict[str, Any]) -> None:
     assert ids(rdb, **databases) == []
+
+
+# ----- found by the settings fuzz: peers no driver of this alias can use ----
+
+
+@pytest.mark.parametrize(
+    ("alias", "peer"),
+    [
+        ("default", "mysql"),  # an alias of another ENGINE: its OPTIONS reach libpq
+        ("default", "mysql://my-b:3306/app"),
+        ("mysql", "postgres://pgb-b:6432/app"),
+        ("default", "postgres://pgb-b:6432/" + "x" * 64),  # Django refuses the NAME
+        ("default", {"HOST": "pgb-c", "NAME": "x" * 64}),
+    ],
+)
+def test_peers_the_alias_driver_cannot_use_are_errors(alias: str, peer: object) -> None:
+    assert ids(peers(alias, peer)) == ["resilient_db.E018"]

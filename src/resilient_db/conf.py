@@ -51,9 +51,10 @@ class Problem:
 class PeerSpec:
     """An equivalent peer of an alias: overrides applied over the alias's settings."""
 
-    overrides: Mapping[str, Any]
+    overrides: Mapping[str, Any] = field(repr=False)  # may hold a password: never shown
     alias: str | None = None  # set when the peer was written as an alias name
     priority: int = 0
+    scheme: str | None = None  # set when the peer was written as a URL
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from importlib import import_module
 from typing import Any
 
-from resilient_db.conf import AliasConfig, Problem, ResilientSettings
+from resilient_db.conf import AliasConfig, PeerSpec, Problem, ResilientSettings
 from resilient_db.consistency import KEY_DATABASES
 
 # Keys Django's postgresql backend takes out of OPTIONS before the driver sees
@@ -162,6 +162,56 @@ def option_problems(vendor: str | None, options: Mapping[Any, Any], key: str) ->
     return out
 
 
+SCHEME_VENDORS = {
+    "postgres": "postgresql", "postgresql": "postgresql", "pgsql": "postgresql",
+    "postgis": "postgresql", "mysql": "mysql", "mariadb": "mysql", "mysql2": "mysql",
+    "sqlite": "sqlite",
+}
+#: Django refuses a longer PostgreSQL NAME (DatabaseOperations.max_name_length()).
+PG_MAX_NAME = 63
+
+
+def spec_problems(
+    vendor: str | None,
+    peer: PeerSpec,
+    key: str,
+    databases: Mapping[str, Mapping[str, Any]],
+) -> list[Problem]:
+    """Return what makes a peer of a ``vendor`` alias unusable before its options are read."""
+    if vendor is None:
+        return []
+    if peer.alias is not None:
+        other = databases.get(peer.alias)
+        theirs = engine_vendor(other.get("ENGINE")) if other is not None else None
+        what = f"alias {peer.alias!r}, a {theirs} database"
+    else:
+        theirs = SCHEME_VENDORS.get(peer.scheme or "", vendor)
+        what = f"a {peer.scheme}:// URL"
+    if theirs is not None and theirs != vendor:
+        return [
+            Problem(
+                "resilient_db.E018",
+                key,
+                f"{key} is {what}, but this alias is {vendor}: its settings cannot be given "
+                f"to the {vendor} driver.",
+                "A peer is an equivalent server of the same kind: use a URL with the alias's "
+                "scheme, a dict, or an alias with the same ENGINE.",
+            )
+        ]
+    name = peer.overrides.get("NAME")
+    if vendor == "postgresql" and isinstance(name, str) and len(name) > PG_MAX_NAME:
+        return [
+            Problem(
+                "resilient_db.E018",
+                key,
+                f"{key} names a database of {len(name)} characters; Django refuses PostgreSQL "
+                f"names longer than {PG_MAX_NAME}.",
+                "Give the peer the database name the server really has.",
+            )
+        ]
+    return []
+
+
 def _peer_options(cfg: AliasConfig) -> Iterator[tuple[int, Mapping[Any, Any]]]:
     for i, peer in enumerate(cfg.peers):
         # A peer written as an alias name is a DATABASES entry of its own:
@@ -236,7 +286,10 @@ def peer_problems(
         if base is None:
             continue  # E012/E013 say so
         vendor = engine_vendor(base.get("ENGINE"))
-        for i, options in _peer_options(parsed.alias(alias)):
+        cfg = parsed.alias(alias)
+        for i, peer in enumerate(cfg.peers):
+            out.extend(spec_problems(vendor, peer, f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}]", databases))
+        for i, options in _peer_options(cfg):
             key = f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}]"
             out.extend(option_problems(vendor, options, key))
         out.extend(timeout_problems(parsed, alias, base, vendor))

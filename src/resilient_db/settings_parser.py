@@ -213,7 +213,8 @@ class _Parser:
         if isinstance(raw, str):
             if "://" in raw:
                 try:
-                    return PeerSpec(overrides=parse_database_url(raw))
+                    overrides = parse_database_url(raw)
+                    return PeerSpec(overrides=overrides, scheme=raw.split("://", 1)[0])
                 except ValueError as exc:
                     self.problem(
                         "resilient_db.E008",
