@@ -64,6 +64,7 @@ def register() -> None:
     checks.register(check_consistency)
     checks.register(check_installation)
     checks.register(check_registry)
+    checks.register(check_error_reports)
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -230,3 +231,48 @@ MIGRATION_GUIDES = {
 
 def _guide(package: str) -> str:
     return MIGRATION_GUIDES.get(package, "docs/routing.md, which covers what it did")
+
+
+REPORTER_FILTER = "resilient_db.debug.SafeExceptionReporterFilter"
+
+
+def _filter_masks_urls() -> bool | None:
+    """Return whether DEFAULT_EXCEPTION_REPORTER_FILTER masks URL passwords (None: unknown)."""
+    from django.utils.module_loading import import_string
+
+    from resilient_db.debug import SafeExceptionReporterFilter
+
+    configured = getattr(settings, "DEFAULT_EXCEPTION_REPORTER_FILTER", None)
+    if not isinstance(configured, str):
+        return None
+    try:
+        cls = import_string(configured)
+    # A filter that cannot be imported is Django's error to report, at the first 500.
+    except Exception:  # noqa: BLE001
+        return None
+    return isinstance(cls, type) and issubclass(cls, SafeExceptionReporterFilter)
+
+
+def check_error_reports(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report a peer URL with a password that Django's error reports would print."""
+    parsed, _problems = parse_settings(getattr(settings, SETTING, None))
+    for alias, cfg in parsed.databases.items():
+        for i, peer in enumerate(cfg.peers):
+            if peer.scheme is None or not peer.overrides.get("PASSWORD"):
+                continue
+            if _filter_masks_urls() is not False:
+                return []
+            key = f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}]"
+            return [
+                checks.Warning(
+                    f"{key} is a URL with a password, and Django's exception reporter filter "
+                    "masks only settings whose name looks secret: the DEBUG page and the "
+                    "admin error e-mail would print the password.",
+                    hint=f"Set DEFAULT_EXCEPTION_REPORTER_FILTER = {REPORTER_FILTER!r} (or "
+                    "make your own filter inherit from it), or write the peer as a dict "
+                    "with PASSWORD, which Django masks.",
+                    id="resilient_db.W021",
+                    obj=key,
+                )
+            ]
+    return []
