@@ -147,3 +147,13 @@ def test_missing_registry_cache_is_the_check_error_at_run_time() -> None:
         pytest.raises(ImproperlyConfigured, match=r"resilient_db\.E020"),
     ):
         get_registry()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--timeout", "1e10"), ("--timeout", "61"), ("--watch", "1e12"), ("--timeout", "nan")],
+)
+def test_dbhealth_refuses_out_of_range_seconds(option: str, value: str) -> None:
+    # 1e10 as --timeout raised OverflowError from a lock wait, after probing.
+    with pytest.raises(CommandError, match=f"argument {option}"):
+        call_command("dbhealth", option, value, stdout=StringIO(), stderr=StringIO())

@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from resilient_db.conf import get_settings
 from resilient_db.health.render import Palette, render_summary, render_table
 from resilient_db.health.report import Report, UnknownAlias, build_report
+from resilient_db.ranges import DAY, RANGES
 from resilient_db.validation import describe, errors_of, validate_current
 
 #: Exit code for settings the system checks reject: distinct from 1 and 2,
@@ -30,14 +31,23 @@ MISCONFIGURED = 3
 CLEAR = "\x1b[H\x1b[2J"  # cursor home + clear screen: redraw in place
 
 
-def _positive(value: str) -> float:
+#: The longest --watch interval: past it, sleep() and lock waits raise OverflowError.
+MAX_SECONDS = DAY
+
+
+def _positive(value: str, high: float = MAX_SECONDS) -> float:
     try:
         number = float(value)
     except ValueError:
         raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not number > 0 or number == float("inf"):
-        raise ArgumentTypeError(f"{value!r} must be a number of seconds above zero")
+    if not 0 < number <= high:
+        raise ArgumentTypeError(f"{value!r} must be a number of seconds above zero, at most {high:g}")
     return number
+
+
+def _probe_timeout(value: str) -> float:
+    # The same range as HEALTH.PROBE_TIMEOUT: 1e10 overflowed a lock wait.
+    return _positive(value, RANGES["HEALTH.PROBE_TIMEOUT"].high)
 
 
 class Command(BaseCommand):
@@ -68,7 +78,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--timeout",
-            type=_positive,
+            type=_probe_timeout,
             metavar="SECONDS",
             help="Per-probe timeout (default: RESILIENT_DB['HEALTH']['PROBE_TIMEOUT']).",
         )
