@@ -9,7 +9,7 @@ problem at once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from resilient_db.conf import (
     _DEFAULT_ALIAS,
@@ -32,6 +32,7 @@ from resilient_db.conf import (
 )
 from resilient_db.dburl import parse_database_url
 from resilient_db.ranges import RANGES
+from resilient_db.settings_values import ValueParser, shown
 
 TOP_KEYS = frozenset(
     {
@@ -75,139 +76,8 @@ ERROR_CATEGORIES = frozenset(
 )
 
 
-def shown(value: object, limit: int = 60) -> str:
-    """Return a short repr of a user's value that cannot itself raise."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        # repr() of a huge int is slow, and past 4300 digits it raises.
-        return f"an integer of {value.bit_length()} bits"
-    try:
-        text = repr(value)
-    # A user's object with a broken __repr__ must still give a message.
-    except Exception:  # noqa: BLE001
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
-
-
-class _Parser:
+class _Parser(ValueParser):
     """Collect values and problems in one pass; never raise on user input."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def problem(
-        self, id: str, key: str, msg: str, hint: str, level: Literal["error", "warning"] = "error"
-    ) -> None:
-        self.problems.append(Problem(id, key, msg, hint, level))
-
-    def mapping(self, value: object, key: str) -> Mapping[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.problem(
-                "resilient_db.E002",
-                key,
-                f"{key} must be a dict, not {type(value).__name__}.",
-                f"Write {key} as a dict, e.g. {{}}.",
-            )
-            return None
-        return cast(Mapping[str, Any], value)
-
-    def unknown_keys(self, value: Mapping[str, Any], allowed: frozenset[str], key: str) -> None:
-        for name in value:
-            if name not in allowed:
-                self.problem(
-                    "resilient_db.E003",
-                    f"{key}[{shown(name)}]",
-                    f"{key} has an unknown key {shown(name)}.",
-                    f"Valid keys are: {', '.join(sorted(allowed))}.",
-                )
-
-    def number(
-        self, value: Mapping[str, Any], name: str, key: str, default: float, where: str
-    ) -> float:
-        """Return ``value[name]`` if it is inside ``RANGES[where]``, else report E004."""
-        if name not in value:
-            return default
-        raw = value[name]
-        accepted = RANGES[where]
-        if not accepted.accepts(raw):
-            kind = "a whole number" if accepted.whole else "a finite number"
-            self.problem(
-                "resilient_db.E004",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] must be {kind} in the range {accepted.describe()}, "
-                f"not {shown(raw)}.",
-                f"Set {name} to a value in that range, e.g. {default!r} "
-                "(see the Settings reference).",
-            )
-            return default
-        return float(raw)
-
-    def optional_number(
-        self, value: Mapping[str, Any], name: str, key: str, example: float, where: str
-    ) -> float | None:
-        """Return a number of seconds, or None when absent, None or out of range (E004)."""
-        if value.get(name) is None:
-            return None
-        before = len(self.problems)
-        number = self.number(value, name, key, example, where)
-        return None if len(self.problems) > before else number
-
-    def integer(
-        self, value: Mapping[str, Any], name: str, key: str, default: int, where: str
-    ) -> int:
-        """Return ``value[name]`` if it is a whole number inside ``RANGES[where]``."""
-        if name not in value:
-            return default
-        before = len(self.problems)
-        self.number(value, name, key, default, where)
-        return default if len(self.problems) > before else int(value[name])
-
-    def boolean(self, value: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
-        if name not in value:
-            return default
-        raw = value[name]
-        if not isinstance(raw, bool):
-            self.problem(
-                "resilient_db.E005",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] must be True or False, not {shown(raw)}.",
-                f"Set {name} to True or False.",
-            )
-            return default
-        return raw
-
-    def choice(
-        self, value: Mapping[str, Any], name: str, key: str, choices: Sequence[Any], default: Any
-    ) -> Any:
-        if name not in value:
-            return default
-        raw = value[name]
-        if raw not in choices:
-            self.problem(
-                "resilient_db.E006",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] is {shown(raw)}, which is not one of the accepted values.",
-                f"Use one of: {', '.join(repr(c) for c in choices)}.",
-            )
-            return default
-        return raw
-
-    def string(
-        self, value: Mapping[str, Any], name: str, key: str, default: Any, *, optional: bool = False
-    ) -> Any:
-        if name not in value:
-            return default
-        raw = value[name]
-        if (raw is None and optional) or (isinstance(raw, str) and raw):
-            return raw
-        self.problem(
-            "resilient_db.E007",
-            f"{key}[{name!r}]",
-            f"{key}[{name!r}] must be a non-empty string, not {shown(raw)}.",
-            f"Set {name} to a string, e.g. {default!r}.",
-        )
-        return default
 
     def peer(self, raw: object, key: str) -> PeerSpec | None:
         if isinstance(raw, str):
