@@ -273,3 +273,26 @@ def test_huge_probe_timeout_and_pin_stop_the_run_time() -> None:
 def test_peer_dict_fields_of_the_wrong_type_are_check_errors(peer: dict[str, object]) -> None:
     problems = parse_settings({"DATABASES": {"default": {"PEERS": [peer]}}})[1]
     assert [p.id for p in problems] == ["resilient_db.E008"]
+
+
+@pytest.mark.parametrize(
+    "pinning",
+    [
+        {"COOKIE": "a b"},  # CookieError on every response that pins
+        {"COOKIE": "rdb;pin"},
+        {"COOKIE": "é"},
+        {"PATH": "app/"},
+        {"PATH": "/a;b"},
+        {"DOMAIN": "example.com; Secure"},
+    ],
+)
+def test_cookie_attributes_a_response_cannot_carry_are_check_errors(
+    pinning: dict[str, str]
+) -> None:
+    problems = parse_settings({"PINNING": pinning})[1]
+    assert [p.id for p in problems] == ["resilient_db.E007"]
+
+
+def test_ordinary_cookie_attributes_pass() -> None:
+    raw = {"PINNING": {"COOKIE": "db_pin-1", "PATH": "/app/", "DOMAIN": ".example.com"}}
+    assert parse_settings(raw)[1] == []

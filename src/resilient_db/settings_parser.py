@@ -8,6 +8,7 @@ problem at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -58,6 +59,12 @@ PINNING_KEYS = frozenset(
     {"SECONDS", "COOKIE", "SECURE", "HTTPONLY", "SAMESITE", "DOMAIN", "PATH", "SALT", "MODE"}
 )
 REGISTRY_KEYS = frozenset({"STORE", "CACHE", "LOCAL_TTL"})
+# What http.cookies accepts as a cookie name (RFC 6265 token): any other
+# name makes every response that sets the pin raise CookieError. A ';' or ','
+# in the path or domain would end the attribute and start another.
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+COOKIE_PATH = re.compile(r"/[^\s;,\x00-\x1f\x7f]*")
+COOKIE_DOMAIN = re.compile(r"[^\s;,/\x00-\x1f\x7f]+")
 # RANGES keys of an alias's own settings and of a peer dict's.
 _ALIAS = "DATABASES.<alias>."
 _PEER = "DATABASES.<alias>.PEERS[]."
@@ -315,12 +322,21 @@ class _Parser(ValueParser):
         self.unknown_keys(pin_raw, PINNING_KEYS, pkey)
         pinning = PinningConfig(
             seconds=self.number(pin_raw, "SECONDS", pkey, 15.0, "PINNING.SECONDS"),
-            cookie=self.string(pin_raw, "COOKIE", pkey, "rdb_pin"),
+            cookie=self.string(
+                pin_raw, "COOKIE", pkey, "rdb_pin", pattern=COOKIE_NAME,
+                rule="a cookie name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            ),
             secure=self.boolean(pin_raw, "SECURE", pkey, True),
             httponly=self.boolean(pin_raw, "HTTPONLY", pkey, True),
             samesite=self.choice(pin_raw, "SAMESITE", pkey, SAMESITE_VALUES, "Lax"),
-            domain=self.string(pin_raw, "DOMAIN", pkey, None, optional=True),
-            path=self.string(pin_raw, "PATH", pkey, "/"),
+            domain=self.string(
+                pin_raw, "DOMAIN", pkey, None, optional=True, pattern=COOKIE_DOMAIN,
+                rule="a domain without spaces, ';' or ','",
+            ),
+            path=self.string(
+                pin_raw, "PATH", pkey, "/", pattern=COOKIE_PATH,
+                rule="a path starting with '/', without spaces, ';' or ','",
+            ),
             salt=self.string(pin_raw, "SALT", pkey, "resilient_db.pinning"),
             mode=self.choice(pin_raw, "MODE", pkey, PIN_MODES, "time"),
         )

@@ -8,6 +8,7 @@ input, whatever its type or size.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -134,17 +135,29 @@ class ValueParser:
         return raw
 
     def string(
-        self, value: Mapping[str, Any], name: str, key: str, default: Any, *, optional: bool = False
+        self,
+        value: Mapping[str, Any],
+        name: str,
+        key: str,
+        default: Any,
+        *,
+        optional: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        rule: str = "",
     ) -> Any:
+        """Return a non-empty string (matching ``pattern`` when given), else report E007."""
         if name not in value:
             return default
         raw = value[name]
-        if (raw is None and optional) or (isinstance(raw, str) and raw):
+        if raw is None and optional:
             return raw
+        if isinstance(raw, str) and raw and (pattern is None or pattern.fullmatch(raw)):
+            return raw
+        what = f"a non-empty string{', ' + rule if pattern is not None else ''}"
         self.problem(
             "resilient_db.E007",
             f"{key}[{name!r}]",
-            f"{key}[{name!r}] must be a non-empty string, not {shown(raw)}.",
-            f"Set {name} to a string, e.g. {default!r}.",
+            f"{key}[{name!r}] must be {what}, not {shown(raw)}.",
+            f"Set {name} to such a string, e.g. {default!r}.",
         )
         return default
