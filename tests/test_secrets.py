@@ -101,9 +101,12 @@ def test_djangos_own_filter_prints_a_url_password_and_w021_says_so() -> None:
 
 @pytest.mark.parametrize("debug", [True, False])
 def test_debug_page_masks_url_passwords_in_settings_and_frames(debug: bool) -> None:
+    from django.conf import settings
+
+    caches = {**settings.CACHES, "urls": {"BACKEND": "x", "LOCATION": f"redis://:{URL_PW}@r:6379/0"}}
     with override_settings(
         DEBUG=debug, DEFAULT_EXCEPTION_REPORTER_FILTER=OURS,
-        RESILIENT_DB=rdb_with(url_peer(1), dict_peer(2)),
+        RESILIENT_DB=rdb_with(url_peer(1), dict_peer(2)), CACHES=caches,
     ):
         html, text = report(fail_with_a_dsn)
         assert rdb_checks.check_error_reports() == []
@@ -112,6 +115,7 @@ def test_debug_page_masks_url_passwords_in_settings_and_frames(debug: bool) -> N
         assert DICT_PW not in page
         assert "RESILIENT_DB" in page  # the settings are still shown, masked
     assert "app:********@127.0.0.1" in text
+    assert "redis://:********@r:6379/0" in text  # any setting, not only RESILIENT_DB
 
 
 def test_dict_passwords_need_no_filter_and_no_warning() -> None:
