@@ -203,6 +203,12 @@ def test_any_shape_gives_problems_never_a_traceback(raw: object) -> None:
          "resilient_db.E008"),
         ({"DATABASES": {10**5000: {}}}, "resilient_db.E003"),
         ({10**5000: 1}, "resilient_db.E003"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PORT": 10**5000}]}}},
+         "resilient_db.E008"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", 10**5000: 1}]}}},
+         "resilient_db.E008"),
+        ({"ERROR_CODES": {"connection_lost": [10**5000]}}, "resilient_db.E010"),
+        ({"ERROR_CODES": {"connection_lost": [-1]}}, "resilient_db.E010"),
     ],
 )
 def test_out_of_range_numbers_are_check_errors(raw: object, expected: str) -> None:
@@ -218,6 +224,8 @@ def test_every_range_is_enforced_at_its_bounds(where: str) -> None:
     parts = [p for p in where.split(".") if p != "<alias>"]
 
     def build(value: object) -> object:
+        if parts[0] == "ERROR_CODES[]":
+            return {"ERROR_CODES": {"connection_lost": [value]}}
         if parts[0] == "DATABASES" and parts[1] == "PEERS[]":
             return {"DATABASES": {"default": {"PEERS": [{"HOST": "h", parts[2]: value}]}}}
         if parts[0] == "DATABASES":

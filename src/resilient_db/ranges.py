@@ -42,9 +42,12 @@ class Range:
 
     def describe(self) -> str:
         """Return the range as the docs write it, e.g. ``0 < x ≤ 3600``."""
-        low = f"{self.low:g} ≤" if self.low_inclusive else f"{self.low:g} <"
+        def show(v: float) -> str:
+            return str(int(v)) if self.whole else f"{v:g}"
+
+        low = f"{show(self.low)} ≤" if self.low_inclusive else f"{show(self.low)} <"
         kind = "n" if self.whole else "x"
-        return f"{low} {kind} ≤ {self.high:g}"
+        return f"{low} {kind} ≤ {show(self.high)}"
 
 
 def seconds(high: float, *, zero: bool = False) -> Range:
@@ -77,4 +80,5 @@ RANGES: dict[str, Range] = {
     "HEALTH.IDLE_PING_AFTER": seconds(DAY, zero=True),
     "HEALTH.PROBE_TIMEOUT": seconds(MINUTE),
     "HEALTH.LAG_CHECK_INTERVAL": seconds(HOUR),
+    "ERROR_CODES[]": count(2**31 - 1),  # a driver error number (errno)
 }

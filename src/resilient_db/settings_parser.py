@@ -111,7 +111,8 @@ class _Parser(ValueParser):
                 return None
             return PeerSpec(overrides={}, alias=raw)
         if isinstance(raw, Mapping):
-            bad = sorted(str(k) for k in raw if k not in PEER_KEYS)
+            before = len(self.problems)
+            bad = sorted(shown(k) for k in raw if k not in PEER_KEYS)
             if bad:
                 self.problem(
                     "resilient_db.E008",
@@ -149,6 +150,10 @@ class _Parser(ValueParser):
                     f"{key}['OPTIONS'] must be a dict, not {type(raw['OPTIONS']).__name__}.",
                     "Write OPTIONS as a dict of driver options, as in DATABASES.",
                 )
+                return None
+            if len(self.problems) > before:
+                # Reported; a peer with a wrong value is never built (str() of a
+                # 5000-digit PORT would raise), and errors stop the run time anyway.
                 return None
             overrides = {k: v for k, v in raw.items() if k in PEER_KEYS and k != "PRIORITY"}
             if "PORT" in overrides and overrides["PORT"] is not None:
@@ -257,7 +262,7 @@ class _Parser(ValueParser):
                 )
                 continue
             if isinstance(codes, (str, int)) or not isinstance(codes, Sequence) or not all(
-                isinstance(c, (str, int)) and not isinstance(c, bool) for c in codes
+                isinstance(c, str) or RANGES["ERROR_CODES[]"].accepts(c) for c in codes
             ):
                 self.problem(
                     "resilient_db.E010",
