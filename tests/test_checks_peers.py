@@ -150,3 +150,24 @@ def test_room_for_failover_is_quiet(rdb: dict[str, Any], databases: dict[str, An
 )
 def test_peers_the_alias_driver_cannot_use_are_errors(alias: str, peer: object) -> None:
     assert ids(peers(alias, peer)) == ["resilient_db.E018"]
+
+
+@pytest.mark.parametrize(
+    ("rdb", "databases"),
+    [
+        (peers("default", {"HOST": "b", "OPTIONS": {"connect_timeout": 10**5000}}), {}),
+        (peers("default", {"HOST": "b", "OPTIONS": {10**5000: 1}}), {}),
+        (peers("mysql", {"HOST": "b", "OPTIONS": {"read_timeout": 10**400}}), {}),
+        (peers("default", {"HOST": "b"}),
+         {"default": {**PG, "OPTIONS": {"connect_timeout": 10**5000}}}),
+        (peers("default", {"HOST": "b"}),
+         {"default": {**PG, "OPTIONS": {"connect_timeout": float("nan")}}}),
+    ],
+)
+def test_huge_option_values_give_messages_not_exceptions(
+    rdb: dict[str, Any], databases: dict[str, Any]
+) -> None:
+    found = ids(rdb, **databases)  # never raises
+    assert set(found) <= {"resilient_db.E018", "resilient_db.W019"}
+    if not databases:
+        assert found == ["resilient_db.E018"]

@@ -93,7 +93,7 @@ peer_dicts = st.fixed_dictionaries(
             st.dictionaries(
                 st.sampled_from(["connect_timeout", "sslmode", "nosuch", "pool", "read_timeout",
                                  "application_name"]),
-                st.one_of(st.integers(0, 9), st.sampled_from(["require", "abc", "1", "x"])),
+                st.one_of(st.integers(0, 9), st.sampled_from(["require", "abc", "1", "x"]), huge),
                 max_size=2,
             )
         ),

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import sys
 from collections.abc import Iterator, Mapping
 from importlib import import_module
 from typing import Any
 
 from resilient_db.conf import AliasConfig, PeerSpec, Problem, ResilientSettings
 from resilient_db.consistency import KEY_DATABASES
+from resilient_db.settings_values import shown
 
 # Keys Django's postgresql backend takes out of OPTIONS before the driver sees
 # them, and the keyword arguments psycopg 3's connect() takes itself.
@@ -109,14 +112,26 @@ def mysql_keywords() -> frozenset[str]:
     return frozenset(keys)
 
 
+#: Drivers read these options into a C int.
+INT_MAX = 2**31 - 1
+
+
+def _pymysql_is_mysqldb() -> bool:
+    """Return whether PyMySQL stands in for MySQLdb (install_as_MySQLdb): it takes float timeouts."""
+    module = sys.modules.get("MySQLdb")
+    return module is not None and getattr(module, "__name__", "").startswith("pymysql")
+
+
 def _is_integer(value: object) -> bool:
+    """Return whether a driver would read ``value`` as an int (a whole number or its digits)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return True
-    return isinstance(value, str) and value.strip().lstrip("+-").isascii() and (
-        value.strip().lstrip("+-").isdigit()
-    )
+        return -INT_MAX <= value <= INT_MAX
+    if not isinstance(value, str):
+        return False
+    digits = value.strip().lstrip("+-")
+    return digits.isascii() and digits.isdigit() and len(digits) <= 10 and int(digits) <= INT_MAX
 
 
 def option_problems(vendor: str | None, options: Mapping[Any, Any], key: str) -> list[Problem]:
@@ -128,7 +143,7 @@ def option_problems(vendor: str | None, options: Mapping[Any, Any], key: str) ->
 
     for name, value in options.items():
         if not isinstance(name, str):
-            bad(f"OPTIONS has a key {name!r:.40} that is not a string.", "Option names are strings.")
+            bad(f"OPTIONS has a key {shown(name)} that is not a string.", "Option names are strings.")
             continue
         if vendor == "postgresql":
             if name not in PG_NOT_LIBPQ and _libpq_accepts(name) is False:
@@ -139,12 +154,12 @@ def option_problems(vendor: str | None, options: Mapping[Any, Any], key: str) ->
                 )
             elif name in PG_INTEGERS and value is not None and not _is_integer(value):
                 bad(
-                    f"option {name!r} must be a whole number, not {value!r:.40}.",
+                    f"option {name!r} must be a whole number, not {shown(value)}.",
                     f"Write e.g. ?{name}=5 in the URL or {{{name!r}: 5}} in OPTIONS.",
                 )
             elif name in PG_CHOICES and isinstance(value, str) and value not in PG_CHOICES[name]:
                 bad(
-                    f"option {name!r} is {value!r:.40}, which libpq does not accept.",
+                    f"option {name!r} is {shown(value)}, which libpq does not accept.",
                     f"Use one of: {', '.join(PG_CHOICES[name])}.",
                 )
         elif vendor == "mysql":
@@ -154,9 +169,14 @@ def option_problems(vendor: str | None, options: Mapping[Any, Any], key: str) ->
                     "connect to this peer would fail.",
                     "Remove it, or fix its spelling (see mysqlclient's connect() keywords).",
                 )
-            elif name in MYSQL_INTEGERS and value is not None and not _is_integer(value):
+            elif (
+                name in MYSQL_INTEGERS
+                and value is not None
+                and not _is_integer(value)
+                and not (_pymysql_is_mysqldb() and isinstance(value, float))
+            ):
                 bad(
-                    f"option {name!r} must be a whole number, not {value!r:.40}.",
+                    f"option {name!r} must be a whole number, not {shown(value)}.",
                     f"Write e.g. ?{name}=5 in the URL or {{{name!r}: 5}} in OPTIONS.",
                 )
     return out
@@ -225,10 +245,10 @@ def _connect_timeout(options: object) -> float | None:
     if not isinstance(options, Mapping):
         return None
     value = options.get("connect_timeout")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str) and _is_integer(value):
-        return float(int(value.strip()))
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if _is_integer(value):
+        return float(int(str(value).strip()))
     return None
 
 
