@@ -2,7 +2,8 @@
 
 Exit codes, for scripts and container probes: 0 healthy, 1 degraded (something
 down or lagging, but every alias can still be served), 2 unavailable (an
-alias has no usable target, or no writable primary).
+alias has no usable target, or no writable primary), 3 misconfigured (the
+settings have errors: the system-check messages are printed, nothing is probed).
 """
 
 from __future__ import annotations
@@ -14,29 +15,46 @@ import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from resilient_db.conf import get_settings
 from resilient_db.health.render import Palette, render_summary, render_table
 from resilient_db.health.report import Report, UnknownAlias, build_report
+from resilient_db.ranges import DAY, RANGES
+from resilient_db.validation import describe, errors_of, validate_current
+
+#: Exit code for settings the system checks reject: distinct from 1 and 2,
+#: which describe the servers, so a probe script never mistakes a typo for an outage.
+MISCONFIGURED = 3
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home + clear screen: redraw in place
 
 
-def _positive(value: str) -> float:
+#: The longest --watch interval: past it, sleep() and lock waits raise OverflowError.
+MAX_SECONDS = DAY
+
+
+def _positive(value: str, high: float = MAX_SECONDS) -> float:
     try:
         number = float(value)
     except ValueError:
         raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not number > 0 or number == float("inf"):
-        raise ArgumentTypeError(f"{value!r} must be a number of seconds above zero")
+    if not 0 < number <= high:
+        raise ArgumentTypeError(f"{value!r} must be a number of seconds above zero, at most {high:g}")
     return number
+
+
+def _probe_timeout(value: str) -> float:
+    # The same range as HEALTH.PROBE_TIMEOUT: 1e10 overflowed a lock wait.
+    return _positive(value, RANGES["HEALTH.PROBE_TIMEOUT"].high)
 
 
 class Command(BaseCommand):
     help = (
         "Probe every database alias, peer and replica in parallel and report role, state, "
-        "latency, replication lag and back-off. Exit code: 0 healthy, 1 degraded, 2 unavailable."
+        "latency, replication lag and back-off. Exit code: 0 healthy, 1 degraded, 2 unavailable, "
+        "3 misconfigured."
     )
     requires_system_checks: list[str] = []  # an operator needs this most when things are broken
 
@@ -60,7 +78,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--timeout",
-            type=_positive,
+            type=_probe_timeout,
             metavar="SECONDS",
             help="Per-probe timeout (default: RESILIENT_DB['HEALTH']['PROBE_TIMEOUT']).",
         )
@@ -70,6 +88,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Probe, print, and exit with the status code."""
         aliases: list[str] | None = options["databases"]
+        self._check_configuration()
         timeout: float = options["timeout"] or get_settings().health.probe_timeout
         watch: float | None = options["watch"]
         count: int | None = options["count"]
@@ -94,11 +113,29 @@ class Command(BaseCommand):
         if report.exit_code:
             raise CommandError(f"database status: {report.status}", returncode=report.exit_code)
 
+    def _check_configuration(self) -> None:
+        # The command skips Django's system checks (it must run when an
+        # unrelated setting is broken), so it runs this app's own validation:
+        # the same messages `manage.py check` prints, and exit 3.
+        _parsed, problems = validate_current()
+        errors = errors_of(problems)
+        if errors:
+            self.stderr.write(describe(errors))
+            raise CommandError(
+                f"RESILIENT_DB is misconfigured ({len(errors)} "
+                f"error{'s' if len(errors) > 1 else ''}); nothing was probed.",
+                returncode=MISCONFIGURED,
+            )
+
     def _probe(self, aliases: list[str] | None, timeout: float) -> Report:
         try:
             return build_report(aliases, timeout=timeout)
         except UnknownAlias as exc:
             raise CommandError(f"Unknown database alias: {exc}", returncode=2) from None
+        except ImproperlyConfigured as exc:
+            # Anything else Django or a backend refuses to configure (a
+            # missing driver, an unknown ENGINE): a message, not a traceback.
+            raise CommandError(str(exc), returncode=MISCONFIGURED) from None
 
     def _palette(self, options: dict[str, Any], tty: bool) -> Palette:
         # Colour only on a terminal, never with --no-color or NO_COLOR
