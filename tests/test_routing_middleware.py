@@ -12,6 +12,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core import signing
 from django.test import AsyncClient, Client
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from resilient_db.routers import context
 from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins, parse_lsn
@@ -271,3 +274,31 @@ def test_exported_task_pins_keep_their_own_write_times() -> None:
             token = carry.export_pin()
         clock.now += 5.5
         assert carry.import_pin(token) == {"mysql": None}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3),
+    max_leaves=8,
+)
+_aliases = st.sampled_from(["default", "mysql", "*", "other", ""])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(_aliases, st.none() | st.integers(-5, 10**20) | _json, max_size=4),
+    st.dictionaries(_aliases, st.integers(-(10**20), 10**20) | _json, max_size=4) | _json,
+)
+def test_any_signed_payload_decodes_to_pins_within_their_age_or_nothing(
+    written: dict[str, Any], times: Any
+) -> None:
+    from resilient_db.routers.pins import decode_pins
+
+    token = signing.dumps({"w": written, "t": times}, salt=SALT, compress=True)
+    found = decode_pins(token, salt=SALT, max_age=15, known=["default", "mysql"])
+    now = time.time()
+    assert set(found.pins) <= {"default", "mysql", "*"}
+    assert set(found.written_at) == set(found.pins)
+    for at in found.written_at.values():
+        assert now - 15 - 1 <= at <= now
