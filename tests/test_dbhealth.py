@@ -279,3 +279,106 @@ def test_status_rules(
         assert any(r.startswith(reason) for r in reasons), reasons
     assert report.exit_code == {"healthy": 0, "degraded": 1, "unavailable": 2}[status]
     assert get_settings().alias("default").replicas == ("replica",)
+
+
+# --wait: for entrypoints and init containers that start before the database.
+
+
+def fake_sequence(monkeypatch: pytest.MonkeyPatch, statuses: list[str]) -> list[str]:
+    """Make successive probe rounds report ``statuses`` (the last one repeats)."""
+    seen: list[str] = []
+    specs = {
+        "healthy": {},
+        "degraded": {"replica": {"ok": False}},
+        "unavailable": {"default": {"ok": False}},
+    }
+
+    def probe_many(targets: Any, *, timeout: Any = None, record: bool = True) -> list[ProbeResult]:
+        status = statuses[min(len(seen), len(statuses) - 1)]
+        seen.append(status)
+        by_alias: dict[str, dict[str, Any]] = {
+            "replica": {"ok": True, "role": "replica", "lag": 0.1}, **specs[status],
+        }
+        return [
+            ProbeResult(
+                target=t, latency=0.001,
+                **by_alias.get(t.alias, {"ok": True, "role": "primary", "lag": 0.0}),
+            )
+            for t in targets
+        ]
+
+    monkeypatch.setattr("resilient_db.health.report.probe_many", probe_many)
+    monkeypatch.setattr("resilient_db.management.commands.dbhealth.WAIT_INTERVAL", 0.01)
+    return seen
+
+
+def test_wait_polls_until_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = fake_sequence(monkeypatch, ["unavailable", "unavailable", "degraded", "healthy"])
+    code, out, err = run("--database", "default", "--database", "replica", "--wait", "5")
+    assert code == 0, out + err
+    assert seen == ["unavailable", "unavailable", "degraded", "healthy"]
+    assert "status: healthy (exit 0)" in out
+    assert out.count("status:") == 1  # one table, the last round's
+
+
+def test_wait_for_degraded_accepts_degraded(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = fake_sequence(monkeypatch, ["unavailable", "degraded"])
+    code, out, err = run(
+        "--database", "default", "--database", "replica", "--wait", "5", "--wait-for", "degraded"
+    )
+    assert code == 0, out + err
+    assert seen == ["unavailable", "degraded"]
+    assert "status: degraded (exit 1)" in out  # the table still says what it saw
+
+
+def test_wait_times_out_with_the_last_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = fake_sequence(monkeypatch, ["degraded"])
+    started = time.monotonic()
+    code, out, _ = run("--database", "default", "--database", "replica", "--wait", "0.3")
+    assert 0.3 <= time.monotonic() - started < 2
+    assert code == 1, out
+    assert len(seen) > 2  # it polled, not slept the whole wait
+
+
+def test_wait_for_needs_wait() -> None:
+    code, _, err = run("--wait-for", "degraded")
+    assert code == 3
+    assert "--wait-for needs --wait" in err
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_wait_returns_soon_after_the_primary_starts(bed: BedConfig, server_control: Any) -> None:
+    server_control.stop("pg_primary")
+    # Timed out while the primary is down: the unavailable code, within the wait
+    # plus one probe timeout.
+    started = time.monotonic()
+    gone = run_process("--database", "default", "--wait", "1.5", "--timeout", "1")
+    assert 1.5 <= time.monotonic() - started < 1.5 + 1 + 5  # + interpreter start-up
+    assert gone.returncode == 2, gone.stdout + gone.stderr
+    assert "status: unavailable (exit 2)" in gone.stdout
+    assert "waiting" in gone.stderr
+
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), environ.get("PYTHONPATH", "")) if p
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "django", "dbhealth", "--database", "default", "--wait", "20",
+         "--timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT,
+    )
+    try:
+        time.sleep(2)
+        assert waiting.poll() is None  # still waiting for the database
+        server_control.start("pg_primary")  # returns once it accepts connections
+        accepting = time.monotonic()
+        out, err = waiting.communicate(timeout=25)
+        returned = time.monotonic() - accepting
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 0, out + err
+    assert "status: healthy (exit 0)" in out
+    assert returned < 2.0, returned  # one poll interval plus a probe, not the whole wait

@@ -2,7 +2,8 @@
 
 Exit codes, for scripts and container probes: 0 healthy, 1 degraded (something
 down or lagging, but every alias can still be served), 2 unavailable (an
-alias has no usable target, or no writable primary).
+alias has no usable target, or no writable primary). With ``--wait``, 0 as
+soon as the awaited status is reached, else the last round's code.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from resilient_db.health.render import Palette, render_summary, render_table
 from resilient_db.health.report import Report, UnknownAlias, build_report
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home + clear screen: redraw in place
+# Pause between two probe rounds of --wait: short, so an entrypoint starts soon
+# after the database does, yet far from a busy loop (each round is one
+# connection per target).
+WAIT_INTERVAL = 0.5
+# How good a status --wait accepts, by name: a status passes when its rank is at
+# most the awaited one's.
+RANK = {"healthy": 0, "degraded": 1, "unavailable": 2}
 
 
 def _positive(value: str) -> float:
@@ -52,11 +60,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="Print the report as JSON (schema 1)."
         )
-        parser.add_argument(
+        repeat = parser.add_mutually_exclusive_group()
+        repeat.add_argument(
             "--watch",
             type=_positive,
             metavar="SECONDS",
             help="Probe again every SECONDS until interrupted; redraws in place on a terminal.",
+        )
+        repeat.add_argument(
+            "--wait",
+            type=_positive,
+            metavar="SECONDS",
+            help=(
+                "Probe again until every alias is healthy (see --wait-for), for at most "
+                "SECONDS; exit 0 once it is, else with the last status's code."
+            ),
+        )
+        parser.add_argument(
+            "--wait-for",
+            choices=["healthy", "degraded"],
+            default=None,
+            help="With --wait: the status to wait for (default healthy; degraded accepts both).",
         )
         parser.add_argument(
             "--timeout",
@@ -74,8 +98,19 @@ class Command(BaseCommand):
         watch: float | None = options["watch"]
         count: int | None = options["count"]
         as_json: bool = options["json"]
+        wait: float | None = options["wait"]
+        wait_for: str | None = options["wait_for"]
+        if wait_for is not None and wait is None:
+            raise CommandError("--wait-for needs --wait SECONDS", returncode=3)
         tty = self.stdout.isatty()
         palette = self._palette(options, tty)
+
+        if wait is not None:
+            report = self._wait(aliases, timeout, wait, wait_for or "healthy")
+            self._show(report, as_json=as_json, palette=palette, tty=tty, redraw=False)
+            if RANK[report.status] <= RANK[wait_for or "healthy"]:
+                return
+            raise CommandError(f"database status: {report.status}", returncode=report.exit_code)
 
         report = self._probe(aliases, timeout)
         runs = 1
@@ -93,6 +128,40 @@ class Command(BaseCommand):
                 self.stdout.write("")
         if report.exit_code:
             raise CommandError(f"database status: {report.status}", returncode=report.exit_code)
+
+    def _wait(
+        self, aliases: list[str] | None, timeout: float, wait: float, wait_for: str
+    ) -> Report:
+        """Probe every WAIT_INTERVAL until the status is at least ``wait_for`` or time is up.
+
+        Each round is bounded by the probe timeout and no round starts after the
+        deadline, so the command returns within ``wait`` plus one probe timeout.
+        """
+        deadline = time.monotonic() + wait
+        said = ""
+        while True:
+            report = self._probe(aliases, timeout)
+            if RANK[report.status] <= RANK[wait_for]:
+                return report
+            left = deadline - time.monotonic()
+            # One line per change, not per round: an entrypoint's log shows
+            # what it is waiting for without a line every half second.
+            why = "; ".join(f"{a.alias}: {r}" for a in report.aliases for r in a.reasons)
+            # The categories tell "refused" from "starting up" from "no answer".
+            seen = sorted({r.probe.category.value for r in report.targets if r.probe.category})
+            if seen:
+                why += f" [{', '.join(seen)}]"
+            line = f"waiting for {wait_for} ({report.status}: {why.strip() or report.status})"
+            if line != said:
+                said = line
+                self.stderr.write(f"{line}, {max(0.0, left):.1f}s left")
+                self.stderr.flush()
+            if left <= 0:
+                return report
+            try:
+                time.sleep(min(WAIT_INTERVAL, left))
+            except KeyboardInterrupt:
+                return report
 
     def _probe(self, aliases: list[str] | None, timeout: float) -> Report:
         try:
