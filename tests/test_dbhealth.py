@@ -382,3 +382,112 @@ def test_wait_returns_soon_after_the_primary_starts(bed: BedConfig, server_contr
     assert waiting.returncode == 0, out + err
     assert "status: healthy (exit 0)" in out
     assert returned < 2.0, returned  # one poll interval plus a probe, not the whole wait
+
+
+# A designed outcome is a report, not an error.
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_degraded_is_reported_once_without_an_error_line(
+    bed: BedConfig, kill_peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    kill_peer("pgbouncer_b")
+    proc = run_process("--database", "bouncers", "--timeout", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "status: degraded (exit 1)" in proc.stdout
+    # The summary already says it: no "CommandError: database status: degraded".
+    assert proc.stderr == ""
+    # The peer's failure appears in the table only, not also as the registry's
+    # log line (a project logging resilient_db to the console would print both).
+    with caplog.at_level("DEBUG", logger="resilient_db"):
+        code, out, _ = run("--database", "bouncers", "--timeout", "1")
+    assert code == 1
+    assert out.count("Connection refused") == 1, out
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("resilient_db")] == []
+    # The registry still learned it (a shared store teaches the workers).
+    down = [h for h in get_registry().all() if h.alias == "bouncers" and h.failures]
+    assert len(down) == 1
+
+
+class _FrozenClock:
+    """``time`` as seen by the renderer and the records, fixed at one instant."""
+
+    wall = 1_738_324_800.0  # 2025-01-31 12:00:00 UTC
+    mono = 5_000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def docs_example_report() -> Any:
+    """The situation shown in docs/dbhealth.md, as the command builds it."""
+    from resilient_db.health.errors import Category
+    from resilient_db.health.records import State, TargetHealth
+    from resilient_db.health.report import Report, TargetRow, _judge
+    from resilient_db.health.targets import Target
+
+    now = _FrozenClock.wall
+    refused = (
+        'OperationalError: connection failed: connection to server at "pgb-b" (10.0.0.12), '
+        "port 6432 failed: Connection refused"
+    )
+
+    def row(alias: str, host: str, port: str, index: int, kind: Any, expected: Any,
+            probe: dict[str, Any], health: dict[str, Any], lagging: bool = False) -> TargetRow:
+        target = Target(alias, host, port, "app", index=index)
+        result = ProbeResult(target=target, **probe)
+        record = TargetHealth(key=target.key, alias=alias, label=target.label, **health)
+        return TargetRow(
+            target=target, kind=kind, expected_role=expected, probe=result, health=record,
+            usable=result.ok, lagging=lagging, error=None if result.ok else result.error,
+        )
+
+    up = {"since": now - 7380}
+    default = [row("default", "db-a", "5432", 0, "primary", "primary",
+                   {"ok": True, "latency": 0.0013, "role": "primary", "lag": 0.0}, up)]
+    replica = [row("replica", "db-r", "5432", 0, "replica", "replica",
+                   {"ok": True, "latency": 0.0009, "role": "replica", "lag": 7.4}, up,
+                   lagging=True)]
+    bouncers = [
+        row("bouncers", "pgb-a", "6432", 0, "standalone", None,
+            {"ok": True, "latency": 0.0008, "role": "primary", "lag": 0.0}, up),
+        row("bouncers", "pgb-b", "6432", 1, "standalone", None,
+            {"ok": False, "category": Category.CANNOT_CONNECT, "error": refused},
+            {"state": State.DOWN, "failures": 3, "since": now - 12, "next_check_at": now + 4,
+             "last_category": "cannot_connect", "last_error": refused}),
+    ]
+    return Report(
+        status="degraded",
+        aliases=(
+            _judge("default", "primary", None, ("replica",), None, default),
+            _judge("replica", "replica", "default", (), 5.0, replica),
+            _judge("bouncers", "standalone", None, (), None, bouncers),
+        ),
+        targets=(*default, *replica, *bouncers),
+        generated_at=now,
+        duration=1.02,
+        timeout=2.0,
+    )
+
+
+def test_docs_example_is_what_the_command_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from resilient_db.health.render import render_summary, render_table
+
+    text = (ROOT / "docs" / "dbhealth.md").read_text(encoding="utf-8")
+    block = re.search(r"```console\n\$ python manage.py dbhealth\n(.*?)```", text, re.S)
+    assert block is not None
+    clock = _FrozenClock()
+    monkeypatch.setattr("resilient_db.health.render.time", clock)
+    monkeypatch.setattr("resilient_db.health.records.time", clock)
+    report = docs_example_report()
+    printed = render_table(report) + render_summary(report)
+    assert block.group(1).rstrip("\n").splitlines() == printed

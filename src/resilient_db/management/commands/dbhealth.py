@@ -8,11 +8,15 @@ soon as the awaited status is reached, else the last round's code.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
+import threading
 import time
 from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -41,12 +45,50 @@ def _positive(value: str) -> float:
     return number
 
 
+class _NotFromThisThread(logging.Filter):
+    """Drop the records one thread logs: the command's own probe results."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+@contextlib.contextmanager
+def _quiet_own_probes() -> Iterator[None]:
+    """Keep the registry from logging what the command's own probes found.
+
+    Its probes report to the registry (so a shared store teaches the workers),
+    and the registry logs each target that goes down or up; the table already
+    says so, and a project that logs ``resilient_db`` to the console would show
+    every failure twice. Only this thread's records are dropped: another
+    thread of the process (a monitor, a request) still logs.
+    """
+    health_logger = logging.getLogger("resilient_db.health")
+    own = _NotFromThisThread()
+    health_logger.addFilter(own)
+    try:
+        yield
+    finally:
+        health_logger.removeFilter(own)
+
+
 class Command(BaseCommand):
     help = (
         "Probe every database alias, peer and replica in parallel and report role, state, "
         "latency, replication lag and back-off. Exit code: 0 healthy, 1 degraded, 2 unavailable."
     )
     requires_system_checks: list[str] = []  # an operator needs this most when things are broken
+    # Set when run as ``manage.py dbhealth``: a status is then an exit code only,
+    # see :meth:`_finish`.
+    from_command_line = False
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """Run from the command line, where a status is an exit code, not an error."""
+        self.from_command_line = True
+        super().run_from_argv(argv)
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         """Declare the options."""
@@ -93,6 +135,21 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Probe, print, and exit with the status code."""
+        with _quiet_own_probes():
+            self._handle(options)
+
+    def _finish(self, status: str, code: int) -> None:
+        """End with ``code``: a designed outcome, already printed in the summary."""
+        if not code:
+            return
+        if self.from_command_line:
+            # Django would print "CommandError: database status: degraded" after
+            # the summary that already says it, as if the command had failed.
+            raise SystemExit(code)
+        # call_command(): callers read the code from CommandError.returncode.
+        raise CommandError(f"database status: {status}", returncode=code)
+
+    def _handle(self, options: dict[str, Any]) -> None:
         aliases: list[str] | None = options["databases"]
         timeout: float = options["timeout"] or get_settings().health.probe_timeout
         watch: float | None = options["watch"]
@@ -110,7 +167,8 @@ class Command(BaseCommand):
             self._show(report, as_json=as_json, palette=palette, tty=tty, redraw=False)
             if RANK[report.status] <= RANK[wait_for or "healthy"]:
                 return
-            raise CommandError(f"database status: {report.status}", returncode=report.exit_code)
+            self._finish(report.status, report.exit_code)
+            return
 
         report = self._probe(aliases, timeout)
         runs = 1
@@ -126,8 +184,7 @@ class Command(BaseCommand):
                     self._show(report, as_json=as_json, palette=palette, tty=tty, redraw=True)
             except KeyboardInterrupt:
                 self.stdout.write("")
-        if report.exit_code:
-            raise CommandError(f"database status: {report.status}", returncode=report.exit_code)
+        self._finish(report.status, report.exit_code)
 
     def _wait(
         self, aliases: list[str] | None, timeout: float, wait: float, wait_for: str
