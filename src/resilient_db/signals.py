@@ -9,8 +9,8 @@ keyword arguments (never a password):
 ``query_retried``    alias, target, attempt, category, error
 ``failover``         alias, from_target, to_target, category
 ``pinned``           alias (primary), reason ("write", "db_write", "cookie", "scope")
-``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag"), lag
-``primary_fallback`` alias (primary), reason
+``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag", "lag_unmeasured", "lsn"), lag
+``primary_fallback`` alias (primary), reason ("no_usable_replica", "lag_unmeasured")
 """
 
 from __future__ import annotations
