@@ -340,6 +340,29 @@ def test_wait_times_out_with_the_last_status(monkeypatch: pytest.MonkeyPatch) ->
     assert len(seen) > 2  # it polled, not slept the whole wait
 
 
+def test_wait_says_what_it_waits_for_once_per_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resilient_db.health.errors import Category
+
+    rounds = iter([Category.CANNOT_CONNECT] * 3 + [Category.SERVER_STARTING] * 3)
+
+    def probe_many(targets: Any, *, timeout: Any = None, record: bool = True) -> list[ProbeResult]:
+        category = next(rounds, None)
+        if category is None:
+            return [ProbeResult(target=t, ok=True, latency=0.001, role="primary", lag=0.0)
+                    for t in targets]
+        return [ProbeResult(target=t, ok=False, category=category, error="no") for t in targets]
+
+    monkeypatch.setattr("resilient_db.health.report.probe_many", probe_many)
+    monkeypatch.setattr("resilient_db.management.commands.dbhealth.WAIT_INTERVAL", 0.01)
+    out, err = StringIO(), StringIO()
+    call_command("dbhealth", "--database", "default", "--wait", "5", stdout=out, stderr=err)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2, lines  # six rounds, two different situations
+    assert "[cannot_connect]" in lines[0] and "[server_starting]" in lines[1]
+    assert all(line.startswith("waiting for healthy (unavailable: default:") for line in lines)
+    assert "status: healthy (exit 0)" in out.getvalue()
+
+
 def test_wait_for_needs_wait() -> None:
     code, _, err = run("--wait-for", "degraded")
     assert code == 3
