@@ -10,8 +10,8 @@ keyword arguments (never a password):
                      "refused", "error"; "rerun" for transaction blocks)
 ``failover``         alias, from_target, to_target, category
 ``pinned``           alias (primary), reason ("write", "db_write", "cookie", "scope")
-``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag"), lag
-``primary_fallback`` alias (primary), reason
+``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag", "lag_unmeasured", "lsn"), lag
+``primary_fallback`` alias (primary), reason ("no_usable_replica", "lag_unmeasured")
 """
 
 from __future__ import annotations
