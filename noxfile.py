@@ -105,6 +105,46 @@ def example(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def package(session: nox.Session) -> None:
+    """Build the sdist and the wheel, check them, install the wheel fresh and run the example.
+
+    The wheel is built from the sdist (``python -m build`` does that), so a
+    file missing from either fails here. It is installed into a new virtualenv
+    outside the checkout, and the example project's ``manage.py check`` and
+    ``dbhealth`` run on SQLite with that install, as a new user's project would.
+    """
+    session.install("build>=1.2", "twine>=5.1", "uv>=0.4")
+    tmp = Path(session.create_tmp())
+    dist = tmp / "dist"
+    for old in dist.glob("*"):
+        old.unlink()
+    session.run("python", "-m", "build", "--outdir", str(dist), str(HERE))
+    sdists, wheels = sorted(dist.glob("*.tar.gz")), sorted(dist.glob("*.whl"))
+    if len(sdists) != 1 or len(wheels) != 1:
+        session.error(f"expected one sdist and one wheel in {dist}, found {sorted(dist.iterdir())}")
+    session.run("twine", "check", "--strict", str(sdists[0]), str(wheels[0]))
+
+    venv = tmp / "fresh"
+    session.run("uv", "venv", "--quiet", "--clear", "--python", str(session.python), str(venv))
+    python = str(venv / ("Scripts" if sys.platform == "win32" else "bin") / "python")
+    # The example project's needs: the wheel with its environ extra (the settings
+    # read the environment with django-environ), nothing from the checkout.
+    session.run(
+        "uv", "pip", "install", "--quiet", "--python", python, f"{wheels[0]}[environ]",
+    )
+    env = {"SHOP_DB": "sqlite", "PYTHONPATH": "", "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    manage = str(HERE / "example_project" / "manage.py")
+    session.run(
+        python, "-c",
+        "import resilient_db, sys; p = resilient_db.__file__; print('resilient_db from', p);"
+        f" sys.exit(p.startswith({str(HERE / 'src')!r}))",
+        env=env, external=True,
+    )
+    session.run(python, manage, "check", env=env, external=True)
+    session.run(python, manage, "dbhealth", env=env, external=True)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """Run ruff."""
     session.install("ruff>=0.6")
@@ -217,7 +257,7 @@ SUITE_CELLS = [
 
 @nox.session(python=False)
 def ci(session: nox.Session) -> None:
-    """Run everything CI checks: lint, types, docs, the required cells, Django's suite, the example."""
+    """Run everything CI checks: lint, types, docs, the required cells, Django's suite, the example, the package."""
     session.notify("lint")
     session.notify("types")
     session.notify("docs")
@@ -229,3 +269,4 @@ def ci(session: nox.Session) -> None:
             ["--modes", modes],
         )
     session.notify("example")
+    session.notify("package")

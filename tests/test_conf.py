@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from resilient_db import conf
 from resilient_db.conf import get_settings, parse_settings
 from resilient_db.dburl import parse_database_url
+from resilient_db.ranges import RANGES
 
 
 def ids(raw: object) -> list[str]:
@@ -172,3 +175,132 @@ def test_any_shape_gives_problems_never_a_traceback(raw: object) -> None:
     assert parsed.max_check_interval >= parsed.check_interval > 0
     for p in problems:
         assert p.id.startswith("resilient_db.")
+
+
+# ----- numeric ranges ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"CHECK_INTERVAL": 10**400}, "resilient_db.E004"),
+        ({"MAX_CHECK_INTERVAL": -(10**400)}, "resilient_db.E004"),
+        ({"CHECK_INTERVAL": float("inf")}, "resilient_db.E004"),
+        ({"CONNECT_TIMEOUT": float("-inf")}, "resilient_db.E004"),
+        ({"PINNING": {"SECONDS": 1e15}}, "resilient_db.E004"),
+        ({"PINNING": {"SECONDS": float("nan")}}, "resilient_db.E004"),
+        ({"HEALTH": {"PROBE_TIMEOUT": 1e10}}, "resilient_db.E004"),
+        ({"RETRY": {"READS": 10**400}}, "resilient_db.E004"),
+        ({"RETRY": {"ATOMIC_ATTEMPTS": 2.0}}, "resilient_db.E004"),
+        ({"RETRY": {"DEADLINE": 1e300}}, "resilient_db.E004"),
+        ({"STALL_TIMEOUT": 10**5000}, "resilient_db.E004"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG": 1e12}}}, "resilient_db.E004"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PRIORITY": 10**400}]}}},
+         "resilient_db.E008"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PORT": "abc"}]}}},
+         "resilient_db.E008"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PORT": 70000}]}}},
+         "resilient_db.E008"),
+        ({"DATABASES": {10**5000: {}}}, "resilient_db.E003"),
+        ({10**5000: 1}, "resilient_db.E003"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PORT": 10**5000}]}}},
+         "resilient_db.E008"),
+        ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", 10**5000: 1}]}}},
+         "resilient_db.E008"),
+        ({"ERROR_CODES": {"connection_lost": [10**5000]}}, "resilient_db.E010"),
+        ({"ERROR_CODES": {"connection_lost": [-1]}}, "resilient_db.E010"),
+    ],
+)
+def test_out_of_range_numbers_are_check_errors(raw: object, expected: str) -> None:
+    problems = parse_settings(raw)[1]
+    assert expected in [p.id for p in problems]
+    for p in problems:
+        assert len(p.msg) < 400  # a huge number is described, not printed in full
+
+
+@pytest.mark.parametrize("where", sorted(RANGES))
+def test_every_range_is_enforced_at_its_bounds(where: str) -> None:
+    accepted = RANGES[where]
+    parts = [p for p in where.split(".") if p != "<alias>"]
+
+    def build(value: object) -> object:
+        if parts[0] == "ERROR_CODES[]":
+            return {"ERROR_CODES": {"connection_lost": [value]}}
+        if parts[0] == "DATABASES" and parts[1] == "PEERS[]":
+            return {"DATABASES": {"default": {"PEERS": [{"HOST": "h", parts[2]: value}]}}}
+        if parts[0] == "DATABASES":
+            return {"DATABASES": {"default": {parts[1]: value}}}
+        if len(parts) == 2:
+            return {parts[0]: {parts[1]: value}}
+        return {parts[0]: value, **({"MAX_CHECK_INTERVAL": 86400} if parts[0] == "CHECK_INTERVAL" else {})}
+
+    high = int(accepted.high) if accepted.whole else accepted.high
+    assert parse_settings(build(high))[1] == []
+    assert parse_settings(build(high + 1))[1] != []
+    assert parse_settings(build(10**400))[1] != []
+    low_ok = parse_settings(build(int(accepted.low) if accepted.whole else accepted.low))[1] == []
+    assert low_ok is accepted.low_inclusive
+
+
+def test_every_range_is_documented() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "settings.md").read_text("utf-8")
+    sections = {}
+    top = ""
+    for block in re.split(r"^(?=##+ )", docs, flags=re.M):
+        heading = block.split("\n", 1)[0]
+        if heading.startswith("## "):
+            top = heading[3:].strip()
+            sections[(top, None)] = block
+        elif heading.startswith("### "):
+            sections[(top, heading[4:].strip())] = block
+    for where, accepted in RANGES.items():
+        parts = [p.removesuffix("[]") for p in where.split(".") if p != "<alias>"]
+        section = sections[(parts[0], parts[1] if len(parts) > 1 else None)]
+        assert f"`{accepted.describe()}`" in section, where
+
+
+def test_huge_probe_timeout_and_pin_stop_the_run_time() -> None:
+    for raw in ({"HEALTH": {"PROBE_TIMEOUT": 1e10}}, {"PINNING": {"SECONDS": 1e15}}):
+        with (
+            override_settings(RESILIENT_DB=raw),
+            pytest.raises(ImproperlyConfigured, match=r"resilient_db\.E004"),
+        ):
+            get_settings()
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        {"HOST": "x", "OPTIONS": "connect_timeout=2"},
+        {"HOST": 5},
+        {"HOST": "x", "PASSWORD": 1234},
+    ],
+)
+def test_peer_dict_fields_of_the_wrong_type_are_check_errors(peer: dict[str, object]) -> None:
+    problems = parse_settings({"DATABASES": {"default": {"PEERS": [peer]}}})[1]
+    assert [p.id for p in problems] == ["resilient_db.E008"]
+
+
+@pytest.mark.parametrize(
+    "pinning",
+    [
+        {"COOKIE": "a b"},  # CookieError on every response that pins
+        {"COOKIE": "rdb;pin"},
+        {"COOKIE": "é"},
+        {"PATH": "app/"},
+        {"PATH": "/a;b"},
+        {"DOMAIN": "example.com; Secure"},
+    ],
+)
+def test_cookie_attributes_a_response_cannot_carry_are_check_errors(
+    pinning: dict[str, str]
+) -> None:
+    problems = parse_settings({"PINNING": pinning})[1]
+    assert [p.id for p in problems] == ["resilient_db.E007"]
+
+
+def test_ordinary_cookie_attributes_pass() -> None:
+    raw = {"PINNING": {"COOKIE": "db_pin-1", "PATH": "/app/", "DOMAIN": ".example.com"}}
+    assert parse_settings(raw)[1] == []

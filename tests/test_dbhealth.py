@@ -279,3 +279,238 @@ def test_status_rules(
         assert any(r.startswith(reason) for r in reasons), reasons
     assert report.exit_code == {"healthy": 0, "degraded": 1, "unavailable": 2}[status]
     assert get_settings().alias("default").replicas == ("replica",)
+
+
+# --wait: for entrypoints and init containers that start before the database.
+
+
+def fake_sequence(monkeypatch: pytest.MonkeyPatch, statuses: list[str]) -> list[str]:
+    """Make successive probe rounds report ``statuses`` (the last one repeats)."""
+    seen: list[str] = []
+    specs = {
+        "healthy": {},
+        "degraded": {"replica": {"ok": False}},
+        "unavailable": {"default": {"ok": False}},
+    }
+
+    def probe_many(targets: Any, *, timeout: Any = None, record: bool = True) -> list[ProbeResult]:
+        status = statuses[min(len(seen), len(statuses) - 1)]
+        seen.append(status)
+        by_alias: dict[str, dict[str, Any]] = {
+            "replica": {"ok": True, "role": "replica", "lag": 0.1}, **specs[status],
+        }
+        return [
+            ProbeResult(
+                target=t, latency=0.001,
+                **by_alias.get(t.alias, {"ok": True, "role": "primary", "lag": 0.0}),
+            )
+            for t in targets
+        ]
+
+    monkeypatch.setattr("resilient_db.health.report.probe_many", probe_many)
+    monkeypatch.setattr("resilient_db.management.commands.dbhealth.WAIT_INTERVAL", 0.01)
+    return seen
+
+
+def test_wait_polls_until_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = fake_sequence(monkeypatch, ["unavailable", "unavailable", "degraded", "healthy"])
+    code, out, err = run("--database", "default", "--database", "replica", "--wait", "5")
+    assert code == 0, out + err
+    assert seen == ["unavailable", "unavailable", "degraded", "healthy"]
+    assert "status: healthy (exit 0)" in out
+    assert out.count("status:") == 1  # one table, the last round's
+
+
+def test_wait_for_degraded_accepts_degraded(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = fake_sequence(monkeypatch, ["unavailable", "degraded"])
+    code, out, err = run(
+        "--database", "default", "--database", "replica", "--wait", "5", "--wait-for", "degraded"
+    )
+    assert code == 0, out + err
+    assert seen == ["unavailable", "degraded"]
+    assert "status: degraded (exit 1)" in out  # the table still says what it saw
+
+
+def test_wait_times_out_with_the_last_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = fake_sequence(monkeypatch, ["degraded"])
+    started = time.monotonic()
+    code, out, _ = run("--database", "default", "--database", "replica", "--wait", "0.3")
+    assert 0.3 <= time.monotonic() - started < 2
+    assert code == 1, out
+    assert len(seen) > 2  # it polled, not slept the whole wait
+
+
+def test_wait_says_what_it_waits_for_once_per_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resilient_db.health.errors import Category
+
+    rounds = iter([Category.CANNOT_CONNECT] * 3 + [Category.SERVER_STARTING] * 3)
+
+    def probe_many(targets: Any, *, timeout: Any = None, record: bool = True) -> list[ProbeResult]:
+        category = next(rounds, None)
+        if category is None:
+            return [ProbeResult(target=t, ok=True, latency=0.001, role="primary", lag=0.0)
+                    for t in targets]
+        return [ProbeResult(target=t, ok=False, category=category, error="no") for t in targets]
+
+    monkeypatch.setattr("resilient_db.health.report.probe_many", probe_many)
+    monkeypatch.setattr("resilient_db.management.commands.dbhealth.WAIT_INTERVAL", 0.01)
+    out, err = StringIO(), StringIO()
+    call_command("dbhealth", "--database", "default", "--wait", "5", stdout=out, stderr=err)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2, lines  # six rounds, two different situations
+    assert "[cannot_connect]" in lines[0] and "[server_starting]" in lines[1]
+    assert all(line.startswith("waiting for healthy (unavailable: default:") for line in lines)
+    assert "status: healthy (exit 0)" in out.getvalue()
+
+
+def test_wait_for_needs_wait() -> None:
+    code, _, err = run("--wait-for", "degraded")
+    assert code == 3
+    assert "--wait-for needs --wait" in err
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_wait_returns_soon_after_the_primary_starts(bed: BedConfig, server_control: Any) -> None:
+    server_control.stop("pg_primary")
+    # Timed out while the primary is down: the unavailable code, within the wait
+    # plus one probe timeout.
+    started = time.monotonic()
+    gone = run_process("--database", "default", "--wait", "1.5", "--timeout", "1")
+    assert 1.5 <= time.monotonic() - started < 1.5 + 1 + 5  # + interpreter start-up
+    assert gone.returncode == 2, gone.stdout + gone.stderr
+    assert "status: unavailable (exit 2)" in gone.stdout
+    assert "waiting" in gone.stderr
+
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), environ.get("PYTHONPATH", "")) if p
+    )
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "django", "dbhealth", "--database", "default", "--wait", "20",
+         "--timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT,
+    )
+    try:
+        time.sleep(2)
+        assert waiting.poll() is None  # still waiting for the database
+        server_control.start("pg_primary")  # returns once it accepts connections
+        accepting = time.monotonic()
+        out, err = waiting.communicate(timeout=25)
+        returned = time.monotonic() - accepting
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 0, out + err
+    assert "status: healthy (exit 0)" in out
+    assert returned < 2.0, returned  # one poll interval plus a probe, not the whole wait
+
+
+# A designed outcome is a report, not an error.
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_degraded_is_reported_once_without_an_error_line(
+    bed: BedConfig, kill_peer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    kill_peer("pgbouncer_b")
+    proc = run_process("--database", "bouncers", "--timeout", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "status: degraded (exit 1)" in proc.stdout
+    # The summary already says it: no "CommandError: database status: degraded".
+    assert proc.stderr == ""
+    # The peer's failure appears in the table only, not also as the registry's
+    # log line (a project logging resilient_db to the console would print both).
+    with caplog.at_level("DEBUG", logger="resilient_db"):
+        code, out, _ = run("--database", "bouncers", "--timeout", "1")
+    assert code == 1
+    assert out.count("Connection refused") == 1, out
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("resilient_db")] == []
+    # The registry still learned it (a shared store teaches the workers).
+    down = [h for h in get_registry().all() if h.alias == "bouncers" and h.failures]
+    assert len(down) == 1
+
+
+class _FrozenClock:
+    """``time`` as seen by the renderer and the records, fixed at one instant."""
+
+    wall = 1_738_324_800.0  # 2025-01-31 12:00:00 UTC
+    mono = 5_000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def docs_example_report() -> Any:
+    """The situation shown in docs/dbhealth.md, as the command builds it."""
+    from resilient_db.health.errors import Category
+    from resilient_db.health.records import State, TargetHealth
+    from resilient_db.health.report import Report, TargetRow, _judge
+    from resilient_db.health.targets import Target
+
+    now = _FrozenClock.wall
+    refused = (
+        'OperationalError: connection failed: connection to server at "pgb-b" (10.0.0.12), '
+        "port 6432 failed: Connection refused"
+    )
+
+    def row(alias: str, host: str, port: str, index: int, kind: Any, expected: Any,
+            probe: dict[str, Any], health: dict[str, Any], lagging: bool = False) -> TargetRow:
+        target = Target(alias, host, port, "app", index=index)
+        result = ProbeResult(target=target, **probe)
+        record = TargetHealth(key=target.key, alias=alias, label=target.label, **health)
+        return TargetRow(
+            target=target, kind=kind, expected_role=expected, probe=result, health=record,
+            usable=result.ok, lagging=lagging, error=None if result.ok else result.error,
+        )
+
+    up = {"since": now - 7380}
+    default = [row("default", "db-a", "5432", 0, "primary", "primary",
+                   {"ok": True, "latency": 0.0013, "role": "primary", "lag": 0.0}, up)]
+    replica = [row("replica", "db-r", "5432", 0, "replica", "replica",
+                   {"ok": True, "latency": 0.0009, "role": "replica", "lag": 7.4}, up,
+                   lagging=True)]
+    bouncers = [
+        row("bouncers", "pgb-a", "6432", 0, "standalone", None,
+            {"ok": True, "latency": 0.0008, "role": "primary", "lag": 0.0}, up),
+        row("bouncers", "pgb-b", "6432", 1, "standalone", None,
+            {"ok": False, "category": Category.CANNOT_CONNECT, "error": refused},
+            {"state": State.DOWN, "failures": 3, "since": now - 12, "next_check_at": now + 4,
+             "last_category": "cannot_connect", "last_error": refused}),
+    ]
+    return Report(
+        status="degraded",
+        aliases=(
+            _judge("default", "primary", None, ("replica",), None, default),
+            _judge("replica", "replica", "default", (), 5.0, replica),
+            _judge("bouncers", "standalone", None, (), None, bouncers),
+        ),
+        targets=(*default, *replica, *bouncers),
+        generated_at=now,
+        duration=1.02,
+        timeout=2.0,
+    )
+
+
+def test_docs_example_is_what_the_command_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from resilient_db.health.render import render_summary, render_table
+
+    text = (ROOT / "docs" / "dbhealth.md").read_text(encoding="utf-8")
+    block = re.search(r"```console\n\$ python manage.py dbhealth\n(.*?)```", text, re.S)
+    assert block is not None
+    clock = _FrozenClock()
+    monkeypatch.setattr("resilient_db.health.render.time", clock)
+    monkeypatch.setattr("resilient_db.health.records.time", clock)
+    report = docs_example_report()
+    printed = render_table(report) + render_summary(report)
+    assert block.group(1).rstrip("\n").splitlines() == printed

@@ -32,3 +32,25 @@ def test_architecture_names_existing_modules() -> None:
         if not any(p.exists() for p in candidates):
             missing.append(rel)
     assert not missing, missing
+
+
+def test_home_page_names_tests_and_benchmarks_that_exist() -> None:
+    # The comparison table on the home page is only as good as what backs each row.
+    text = (DOCS / "index.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    table = [row for row in rows[1:] if row.count("|") >= 8]
+    assert len(table) >= 10
+    missing = []
+    for row in table:
+        backed_by = row.rstrip(" |").rsplit("|", 1)[1]
+        tests = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", backed_by)
+        benches = re.findall(r"benchmark `(bench_\w+)`", backed_by)
+        assert tests or benches, row
+        for path, name in tests:
+            source = ROOT / path
+            if not source.exists() or not re.search(
+                rf"^(?:async )?def {name}\(", source.read_text(encoding="utf-8"), re.M
+            ):
+                missing.append(f"{path}::{name}")
+        missing += [b for b in benches if not (ROOT / "benchmarks" / f"{b}.py").exists()]
+    assert missing == []

@@ -141,7 +141,8 @@ def test_prometheus_metrics_follow_signals(bed: BedConfig) -> None:
     assert metrics.install(registry) is m  # idempotent
     signals.reconnected.send(sender=object, alias="default", target="x", reason="dead_connection")
     signals.query_retried.send(sender=object, alias="default", target="x", attempt=1,
-                               category="connection_lost", error="OperationalError")
+                               category="connection_lost", error="OperationalError",
+                               outcome="refused")
     signals.failover.send(sender=object, alias="bouncers", from_target="a", to_target="b",
                           category="cannot_connect")
     signals.pinned.send(sender=object, alias="default", reason="write")
@@ -152,7 +153,7 @@ def test_prometheus_metrics_follow_signals(bed: BedConfig) -> None:
     assert get("resilient_db_reconnects_total",
                {"alias": "default", "reason": "dead_connection"}) == 1
     assert get("resilient_db_query_retries_total",
-               {"alias": "default", "category": "connection_lost"}) == 1
+               {"alias": "default", "category": "connection_lost", "outcome": "refused"}) == 1
     assert get("resilient_db_failovers_total",
                {"alias": "bouncers", "category": "cannot_connect"}) == 1
     assert get("resilient_db_pins_total", {"alias": "default", "reason": "write"}) == 1

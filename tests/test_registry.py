@@ -277,12 +277,6 @@ def test_get_registry_is_rebuilt_when_settings_change() -> None:
     assert get_registry() is not inner
 
 
-def test_unknown_cache_alias_falls_back_to_a_local_store() -> None:
-    with override_settings(RESILIENT_DB={"REGISTRY": {"STORE": "cache", "CACHE": "nope"}}):
-        reg = get_registry()
-        assert isinstance(reg.store, LocalStore)
-
-
 def test_check_registry() -> None:
     with override_settings(RESILIENT_DB={"REGISTRY": {"STORE": "cache", "CACHE": "nope"}}):
         (msg,) = check_registry(None)

@@ -12,6 +12,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core import signing
 from django.test import AsyncClient, Client
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from resilient_db.routers import context
 from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins, parse_lsn
@@ -117,6 +120,9 @@ def test_new_write_keeps_the_pins_still_running(client: Client) -> None:
         signing.dumps({"w": {"default": "lots"}}, salt=SALT),
         signing.dumps({"w": {"default": True}}, salt=SALT),
         signing.dumps({"w": {"not-an-alias": None}}, salt=SALT),
+        signing.dumps({"w": {"default": None}, "t": {"default": 10**30}}, salt=SALT),
+        signing.dumps({"w": {"default": None}, "t": {"default": "now"}}, salt=SALT),
+        signing.dumps({"w": {"default": None}, "t": {"default": -5}}, salt=SALT),
     ],
 )
 def test_forged_or_malformed_cookie_is_ignored(client: Client, value: str) -> None:
@@ -175,3 +181,124 @@ def test_lsn_helpers() -> None:
     assert parse_lsn("nonsense") is None
     assert merge_pins({"a": 5, "b": None}, {"a": 9, "b": 3, "c": 1}) == {"a": 9, "b": None, "c": 1}
     assert merge_pins({"a": 5}, {"a": None}) == {"a": None}
+
+
+# ----- each group's pin lasts SECONDS after its own last write ------------------------
+
+
+class Clock:
+    """Wall time for the signing framework and the pins, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __enter__(self) -> Clock:
+        self._patch = mock.patch("time.time", lambda: self.now)
+        self._patch.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._patch.stop()
+
+
+def test_a_write_to_another_group_does_not_extend_a_running_pin(client: Client) -> None:
+    with Clock() as clock:
+        client.get("/routing/fake-write/?alias=default")
+        clock.now += 10
+        response = client.get("/routing/fake-write/?alias=mysql")
+        assert "rdb_pin" in response.cookies
+        assert pins_of(client) == {"default": None, "mysql": None}
+        clock.now += 5.5  # default written 15.5 s ago, mysql 5.5 s ago
+        assert pins_of(client) == {"mysql": None}
+        clock.now += 10  # mysql written 15.5 s ago
+        assert pins_of(client) == {}
+
+
+def test_a_client_that_keeps_writing_to_one_group_is_not_pinned_to_another(
+    client: Client,
+) -> None:
+    with Clock() as clock:
+        client.get("/routing/fake-write/?alias=default")
+        for _ in range(5):
+            clock.now += 4
+            client.get("/routing/fake-write/?alias=mysql")
+        # default was written 20 s ago, mysql just now.
+        assert pins_of(client) == {"mysql": None}
+
+
+def test_each_group_pin_ends_seconds_after_its_own_last_write(client: Client) -> None:
+    with Clock() as clock:
+        client.get("/routing/fake-write/?alias=default")
+        client.get("/routing/fake-write/?alias=mysql")
+        clock.now += 10
+        client.get("/routing/fake-write/?alias=default")  # default's pin starts again
+        clock.now += 10
+        assert pins_of(client) == {"default": None}
+        clock.now += 5.5
+        assert pins_of(client) == {}
+
+
+def test_a_cookie_signed_in_the_future_is_clamped_to_now(client: Client) -> None:
+    with Clock() as clock:
+        real = clock.now
+        clock.now = real + 3600  # the server that signed it runs an hour ahead
+        client.cookies["rdb_pin"] = dumps_pin({"default": None}, salt=SALT)
+        clock.now = real
+        response = client.get("/routing/pins/")
+        assert json.loads(response.content)["pins"] == {"default": None}
+        # The clamped token goes back to the client, so the clamp lasts.
+        assert "rdb_pin" in response.cookies
+        clock.now += 15.5
+        assert pins_of(client) == {}
+
+
+def test_a_future_write_time_in_a_token_cannot_outlive_its_signature(client: Client) -> None:
+    with Clock() as clock:
+        token = signing.dumps(
+            {"w": {"default": None}, "t": {"default": int((clock.now + 3600) * 1000)}},
+            salt=SALT, compress=True,
+        )
+        assert pins_of(client, rdb_pin=token) == {"default": None}
+        clock.now += 15.5
+        assert pins_of(client, rdb_pin=token) == {}
+
+
+def test_exported_task_pins_keep_their_own_write_times() -> None:
+    from resilient_db.routers import carry
+
+    with Clock() as clock:
+        old = dumps_pin({"default": None}, salt=SALT)
+        clock.now += 10
+        with carry.pinned_unit(old):
+            context.note_write("mysql")
+            token = carry.export_pin()
+        clock.now += 5.5
+        assert carry.import_pin(token) == {"mysql": None}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3),
+    max_leaves=8,
+)
+_aliases = st.sampled_from(["default", "mysql", "*", "other", ""])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(_aliases, st.none() | st.integers(-5, 10**20) | _json, max_size=4),
+    st.dictionaries(_aliases, st.integers(-(10**20), 10**20) | _json, max_size=4) | _json,
+)
+def test_any_signed_payload_decodes_to_pins_within_their_age_or_nothing(
+    written: dict[str, Any], times: Any
+) -> None:
+    from resilient_db.routers.pins import decode_pins
+
+    token = signing.dumps({"w": written, "t": times}, salt=SALT, compress=True)
+    found = decode_pins(token, salt=SALT, max_age=15, known=["default", "mysql"])
+    now = time.time()
+    assert set(found.pins) <= {"default", "mysql", "*"}
+    assert set(found.written_at) == set(found.pins)
+    for at in found.written_at.values():
+        assert now - 15 - 1 <= at <= now

@@ -322,3 +322,62 @@ def test_lsn_mode_async_middleware_reads_the_wal_position(settings: Any) -> None
     response = async_to_sync(main)()
     pins = loads_pin(response.cookies["rdb_pin"].value, salt="resilient_db.pinning", max_age=60)
     assert pins == {"mysql": None}
+
+
+FIRST_READS = """
+import json, logging, sys, time
+import django
+django.setup()
+from django.db import connections
+from resilient_db.routers import PinningReplicaRouter
+from tests.testapp.models import Item
+
+class Keep(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = []
+    def emit(self, record):
+        self.seen.append(record.getMessage())
+
+keep = Keep()
+logging.getLogger("resilient_db").addHandler(keep)
+started = time.monotonic()
+aliases = []
+while time.monotonic() - started < 5:
+    alias = PinningReplicaRouter().db_for_read(Item)
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT 1")
+    aliases.append(alias)
+    if alias == "replica":
+        break
+    time.sleep(0.01)
+elapsed = time.monotonic() - started
+connections.close_all()
+print(json.dumps({"first": aliases[0], "last": aliases[-1], "after": elapsed,
+                  "warnings": keep.seen}))
+"""
+
+
+@pytest.mark.postgres
+def test_a_new_process_reads_from_the_replica_once_measured_without_a_warning() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    environ = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(root), environ.get("PYTHONPATH", "")) if p
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", FIRST_READS], capture_output=True, text=True, timeout=60,
+        env=environ, cwd=root, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    # The lag is not known before the monitor's first probe: the primary, safely.
+    assert seen["first"] == "default"
+    assert seen["warnings"] == []  # and no "No usable replica" warning for it
+    assert seen["last"] == "replica", seen
+    assert seen["after"] < 2.0, seen  # the monitor's first round, not a check interval later

@@ -272,3 +272,73 @@ def test_get_replica_for_unknown_alias_returns_it(health: Health) -> None:
     fresh(health, "replica")
     assert get_replica() == "replica"
     assert get_replica("replica") == "replica"
+
+
+class _Signals:
+    """Collect replica_skipped and primary_fallback while in use."""
+
+    def __init__(self) -> None:
+        self.skipped: list[dict[str, Any]] = []
+        self.fell: list[dict[str, Any]] = []
+
+    def _skip(self, **kw: Any) -> None:
+        self.skipped.append(kw)
+
+    def _fall(self, **kw: Any) -> None:
+        self.fell.append(kw)
+
+    def __enter__(self) -> _Signals:
+        replica_skipped.connect(self._skip)
+        primary_fallback.connect(self._fall)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        replica_skipped.disconnect(self._skip)
+        primary_fallback.disconnect(self._fall)
+
+
+def test_a_new_process_does_not_look_degraded(
+    health: Health, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing measured yet, as in a process that has served no read: with
+    # MAX_REPLICA_LAG set, the lag must be known before a replica serves, so the
+    # first reads go to the primary; but that is a cold start, not a fallback.
+    with caplog.at_level("INFO", logger="resilient_db.routers"), _Signals() as seen:
+        for _ in range(3):
+            assert ReplicaRouter().db_for_read(Item) == "default"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [], [r.getMessage() for r in warnings]
+    assert len([r for r in caplog.records if "not measured yet" in r.getMessage()]) == 1
+    assert [s["reason"] for s in seen.skipped] == ["lag_unmeasured"] * 3
+    assert [f["reason"] for f in seen.fell] == ["lag_unmeasured"] * 3
+    stats = routing_stats()
+    assert stats["primary_fallback:default:lag_unmeasured"] == 3
+    assert "primary_fallback:default:no_usable_replica" not in stats
+    # The monitor's first probe measured it: the replica serves.
+    health.lag("replica", 0.0)
+    assert ReplicaRouter().db_for_read(Item) == "replica"
+
+
+def test_lag_never_measured_warns_once_the_cold_start_is_over(
+    health: Health, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resilient_db.routers.choose import groups
+
+    start = health.registry.now()
+    assert ReplicaRouter().db_for_read(Item) == "default"  # cold start
+    grace = groups().lag_max_age
+    monkeypatch.setattr(health.registry, "now", lambda: start + grace + 0.5)
+    with caplog.at_level("WARNING", logger="resilient_db.routers"), _Signals() as seen:
+        assert ReplicaRouter().db_for_read(Item) == "default"
+    assert [s["reason"] for s in seen.skipped] == ["unknown_lag"]
+    assert [f["reason"] for f in seen.fell] == ["no_usable_replica"]
+    assert len([r for r in caplog.records if "No usable replica" in r.getMessage()]) == 1
+
+
+def test_measured_unknown_lag_is_not_a_cold_start(health: Health) -> None:
+    # Measured, but the replica reported no replay position: a real unknown.
+    health.lag("replica", None)
+    with _Signals() as seen:
+        assert ReplicaRouter().db_for_read(Item) == "default"
+    assert [s["reason"] for s in seen.skipped] == ["unknown_lag"]
+    assert [f["reason"] for f in seen.fell] == ["no_usable_replica"]

@@ -32,6 +32,12 @@ WRITES = [
     "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
     "SELECT nextval('s')",
     "SELECT pg_advisory_lock(1)",
+    # A quoted or schema-qualified name calls the same function.
+    'SELECT "pg_advisory_lock"(1)',
+    'SELECT pg_catalog."pg_advisory_lock" (1)',
+    'SELECT pg_catalog.pg_advisory_lock(1)',
+    "SELECT `GET_LOCK`('x', 1)",
+    'SELECT "NEXTVAL"(\'s\')',
     "SELECT GET_LOCK('x', 1)",
     "SELECT a INTO b FROM t",
     "EXPLAIN ANALYZE DELETE FROM t",

@@ -54,6 +54,9 @@ if STOCK:
     DATABASE_ROUTERS = ["shop.routers.PrimaryReplicaRouter"]
 else:
     INSTALLED_APPS.append("resilient_db")
+    # DATABASE_PEERS may be URLs with passwords: keep them out of the DEBUG
+    # page and the admin error e-mail (Django masks only secret-looking names).
+    DEFAULT_EXCEPTION_REPORTER_FILTER = "resilient_db.debug.SafeExceptionReporterFilter"
     DATABASE_ROUTERS = []
     if PLAN.replicas:  # without replicas there is nothing to route or pin
         DATABASE_ROUTERS = ["resilient_db.routers.PinningReplicaRouter"]

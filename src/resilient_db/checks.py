@@ -1,10 +1,12 @@
 """System checks for the ``RESILIENT_DB`` setting and how it fits the rest of the settings.
 
 Two layers: ``conf.parse_settings`` reports every malformed key (ids E002-E011),
-and the cross-setting checks below look at the parsed values together with
-``DATABASES``, ``DATABASE_ROUTERS`` and ``MIDDLEWARE`` (ids E012-E017,
-W012-W018). Every check reads settings defensively: a check must return
-messages, never raise, whatever shape a setting has.
+and the cross-setting checks look at the parsed values together with
+``DATABASES`` (consistency.py, peers.py), ``DATABASE_ROUTERS`` and
+``MIDDLEWARE`` (below). What concerns ``RESILIENT_DB`` itself is computed by
+:func:`resilient_db.validation.validate`, which the run-time guard uses too.
+Every check reads settings defensively: a check must return messages, never
+raise, whatever shape a setting has.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from resilient_db.conf import SETTING, ResilientSettings, parse_settings
+from resilient_db.conf import SETTING, parse_settings
+from resilient_db.consistency import KEY_DATABASES, consistency_problems
 from resilient_db.health.checks import check_registry
-
-KEY_DATABASES = f"{SETTING}['DATABASES']"
+from resilient_db.peers import peer_problems
+from resilient_db.validation import as_check_messages, databases_of
 
 # Settings read by the packages this app replaces. Django ignores unknown
 # settings, so a project that migrated keeps them around believing they work.
@@ -61,23 +64,17 @@ def register() -> None:
     checks.register(check_consistency)
     checks.register(check_installation)
     checks.register(check_registry)
+    checks.register(check_error_reports)
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report every malformed key in ``RESILIENT_DB``."""
     _parsed, problems = parse_settings(getattr(settings, SETTING, None))
-    out: list[checks.CheckMessage] = []
-    for p in problems:
-        cls = checks.Error if p.level == "error" else checks.Warning
-        out.append(cls(p.msg, hint=p.hint, id=p.id, obj=p.key))
-    return out
+    return as_check_messages(problems)
 
 
 def _databases() -> Mapping[str, Mapping[str, Any]]:
-    raw = getattr(settings, "DATABASES", None)
-    if not isinstance(raw, Mapping):
-        return {}
-    return {str(k): v for k, v in raw.items() if isinstance(v, Mapping)}
+    return databases_of(getattr(settings, "DATABASES", None))
 
 
 def _dotted(entry: object) -> str:
@@ -95,143 +92,12 @@ def _entries(name: str) -> list[str]:
     return [_dotted(e) for e in raw]
 
 
-def _server(cfg: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(cfg.get("HOST") or ""), str(cfg.get("PORT") or ""), str(cfg.get("NAME") or ""))
-
-
 def check_consistency(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report ``RESILIENT_DB`` values that contradict each other or ``DATABASES``."""
     parsed, _problems = parse_settings(getattr(settings, SETTING, None))
-    return _consistency(parsed, _databases())
-
-
-def _consistency(
-    parsed: ResilientSettings, databases: Mapping[str, Mapping[str, Any]]
-) -> list[checks.CheckMessage]:
-    out: list[checks.CheckMessage] = []
-    replica_of: dict[str, list[str]] = {}
-    all_replicas = parsed.replica_aliases()
-    for alias, cfg in parsed.databases.items():
-        key = f"{KEY_DATABASES}[{alias!r}]"
-        if alias not in databases:
-            out.append(
-                checks.Error(
-                    f"{KEY_DATABASES} configures {alias!r}, which is not an alias in DATABASES.",
-                    hint=f"Add {alias!r} to DATABASES or remove it from {KEY_DATABASES}.",
-                    id="resilient_db.E012",
-                    obj=key,
-                )
-            )
-        for i, replica in enumerate(cfg.replicas):
-            rkey = f"{key}['REPLICAS'][{i}]"
-            replica_of.setdefault(replica, []).append(alias)
-            if replica == alias:
-                out.append(
-                    checks.Error(
-                        f"{rkey} lists {alias!r} as a replica of itself.",
-                        hint="REPLICAS names OTHER aliases that replicate this one; remove it.",
-                        id="resilient_db.E014",
-                        obj=rkey,
-                    )
-                )
-            elif replica not in databases:
-                out.append(
-                    checks.Error(
-                        f"{rkey} names {replica!r}, which is not an alias in DATABASES.",
-                        hint=f"Add a DATABASES entry for {replica!r} or remove it from REPLICAS.",
-                        id="resilient_db.E013",
-                        obj=rkey,
-                    )
-                )
-            elif alias in parsed.alias(replica).replicas:
-                out.append(
-                    checks.Error(
-                        f"{rkey}: {replica!r} and {alias!r} list each other as replicas.",
-                        hint="Replication goes one way: list the replica under its primary only.",
-                        id="resilient_db.E014",
-                        obj=rkey,
-                    )
-                )
-        replica_servers = {
-            _server(databases[r]): r for r in cfg.replicas if r in databases and r != alias
-        }
-        for i, peer in enumerate(cfg.peers):
-            pkey = f"{key}['PEERS'][{i}]"
-            if peer.alias is not None:
-                if peer.alias not in databases:
-                    out.append(
-                        checks.Error(
-                            f"{pkey} names {peer.alias!r}, which is not an alias in DATABASES.",
-                            hint="Write the peer as a URL or a dict with HOST/PORT, or add the "
-                            "alias to DATABASES.",
-                            id="resilient_db.E013",
-                            obj=pkey,
-                        )
-                    )
-                    continue
-                if peer.alias in all_replicas:
-                    out.append(_peer_is_replica(pkey, peer.alias))
-                    continue
-                server = _server(databases[peer.alias])
-            else:
-                base = databases.get(alias, {})
-                merged = {**base, **peer.overrides}
-                server = _server(merged)
-            if server in replica_servers:
-                out.append(_peer_is_replica(pkey, replica_servers[server]))
-        if cfg.max_replica_lag is not None and not cfg.replicas:
-            out.append(
-                checks.Warning(
-                    f"{key}['MAX_REPLICA_LAG'] is set but {alias!r} lists no REPLICAS.",
-                    hint="MAX_REPLICA_LAG belongs on the primary alias, next to its REPLICAS.",
-                    id="resilient_db.W015",
-                    obj=f"{key}['MAX_REPLICA_LAG']",
-                )
-            )
-    for replica, primaries in replica_of.items():
-        cfg = parsed.alias(replica)
-        rkey = f"{KEY_DATABASES}[{replica!r}]['ROLE']"
-        if cfg.role == "primary":
-            out.append(
-                checks.Error(
-                    f"{rkey} is 'primary', but {replica!r} is listed as a replica of "
-                    f"{primaries[0]!r}.",
-                    hint="A replica alias takes no writes: drop ROLE or set it to 'replica'.",
-                    id="resilient_db.E015",
-                    obj=rkey,
-                )
-            )
-        distinct = sorted(set(primaries) - {replica})
-        if len(distinct) > 1:
-            out.append(
-                checks.Warning(
-                    f"{replica!r} is listed in REPLICAS of several aliases: {', '.join(distinct)}.",
-                    hint="A replica follows one primary; lag and fallback are computed against "
-                    f"the first one ({distinct[0]!r}).",
-                    id="resilient_db.W016",
-                    obj=f"{KEY_DATABASES}[{distinct[1]!r}]['REPLICAS']",
-                )
-            )
-    for alias, cfg in parsed.databases.items():
-        if cfg.replicas and cfg.role == "replica":
-            rkey = f"{KEY_DATABASES}[{alias!r}]['ROLE']"
-            out.append(
-                checks.Error(
-                    f"{rkey} is 'replica', but {alias!r} lists REPLICAS and so is a primary.",
-                    hint="Set ROLE to 'primary' (or drop it) on an alias that has replicas.",
-                    id="resilient_db.E015",
-                    obj=rkey,
-                )
-            )
-    return out
-
-
-def _peer_is_replica(key: str, replica: str) -> checks.CheckMessage:
-    return checks.Error(
-        f"{key} is the same server as replica {replica!r}.",
-        hint="PEERS are equivalent servers that take writes; a replica belongs in REPLICAS only.",
-        id="resilient_db.E016",
-        obj=key,
+    databases = _databases()
+    return as_check_messages(
+        [*consistency_problems(parsed, databases), *peer_problems(parsed, databases)]
     )
 
 
@@ -365,3 +231,48 @@ MIGRATION_GUIDES = {
 
 def _guide(package: str) -> str:
     return MIGRATION_GUIDES.get(package, "docs/routing.md, which covers what it did")
+
+
+REPORTER_FILTER = "resilient_db.debug.SafeExceptionReporterFilter"
+
+
+def _filter_masks_urls() -> bool | None:
+    """Return whether DEFAULT_EXCEPTION_REPORTER_FILTER masks URL passwords (None: unknown)."""
+    from django.utils.module_loading import import_string
+
+    from resilient_db.debug import SafeExceptionReporterFilter
+
+    configured = getattr(settings, "DEFAULT_EXCEPTION_REPORTER_FILTER", None)
+    if not isinstance(configured, str):
+        return None
+    try:
+        cls = import_string(configured)
+    # A filter that cannot be imported is Django's error to report, at the first 500.
+    except Exception:  # noqa: BLE001
+        return None
+    return isinstance(cls, type) and issubclass(cls, SafeExceptionReporterFilter)
+
+
+def check_error_reports(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report a peer URL with a password that Django's error reports would print."""
+    parsed, _problems = parse_settings(getattr(settings, SETTING, None))
+    for alias, cfg in parsed.databases.items():
+        for i, peer in enumerate(cfg.peers):
+            if peer.scheme is None or not peer.overrides.get("PASSWORD"):
+                continue
+            if _filter_masks_urls() is not False:
+                return []
+            key = f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}]"
+            return [
+                checks.Warning(
+                    f"{key} is a URL with a password, and Django's exception reporter filter "
+                    "masks only settings whose name looks secret: the DEBUG page and the "
+                    "admin error e-mail would print the password.",
+                    hint=f"Set DEFAULT_EXCEPTION_REPORTER_FILTER = {REPORTER_FILTER!r} (or "
+                    "make your own filter inherit from it), or write the peer as a dict "
+                    "with PASSWORD, which Django masks.",
+                    id="resilient_db.W021",
+                    obj=key,
+                )
+            ]
+    return []

@@ -5,8 +5,8 @@ dropped on ``setting_changed`` so ``override_settings`` works. Parsing never
 raises on bad input: it collects :class:`Problem` records, which the system
 checks report (each with an id and a hint). Code that needs the settings at
 run time calls :func:`get_settings`, which raises ``ImproperlyConfigured``
-listing the same problems, so a misconfiguration is never a ``KeyError`` deep
-inside a request.
+listing every error the checks report (resilient_db.validation judges both), so
+a misconfiguration is never a ``KeyError`` deep inside a request.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 SETTING = "RESILIENT_DB"
@@ -52,9 +51,10 @@ class Problem:
 class PeerSpec:
     """An equivalent peer of an alias: overrides applied over the alias's settings."""
 
-    overrides: Mapping[str, Any]
+    overrides: Mapping[str, Any] = field(repr=False)  # may hold a password: never shown
     alias: str | None = None  # set when the peer was written as an alias name
     priority: int = 0
+    scheme: str | None = None  # set when the peer was written as a URL
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,21 @@ _cache: ResilientSettings | None = None
 
 
 def get_settings() -> ResilientSettings:
-    """Return the parsed ``RESILIENT_DB``; raise ImproperlyConfigured if it has errors."""
+    """Return the parsed ``RESILIENT_DB``; raise ImproperlyConfigured if the checks find errors."""
     global _cache
     if _cache is None:
-        parsed, problems = parse_settings(getattr(settings, SETTING, None))
-        errors = [p for p in problems if p.level == "error"]
+        from resilient_db.validation import describe, errors_of, validate_current
+
+        parsed, problems = validate_current()
+        errors = errors_of(problems)
         if errors:
-            lines = "; ".join(f"{p.id}: {p.msg}" for p in errors)
-            raise ImproperlyConfigured(f"{SETTING} is invalid: {lines}")
+            # The same ids, messages and hints as ``manage.py check``: one
+            # exception naming every error, instead of a KeyError or a driver
+            # traceback from deep inside a request.
+            raise ImproperlyConfigured(
+                f"{SETTING} is invalid ({len(errors)} error{'s' if len(errors) > 1 else ''}; "
+                f"`manage.py check` lists them too):\n{describe(errors)}"
+            )
         _cache = parsed
     return _cache
 

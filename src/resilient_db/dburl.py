@@ -8,6 +8,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 URL_SCHEMES = frozenset(
     {"postgres", "postgresql", "pgsql", "postgis", "mysql", "mariadb", "mysql2", "sqlite"}
 )
+MYSQL_SCHEMES = frozenset({"mysql", "mariadb", "mysql2"})
+# mysqlclient refuses these as strings ("'str' object cannot be interpreted as
+# an integer"), and a URL's query has only strings; libpq takes strings.
+MYSQL_INTEGER_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout"})
 
 
 def parse_database_url(url: str) -> dict[str, Any]:
@@ -31,7 +35,11 @@ def parse_database_url(url: str) -> dict[str, Any]:
         out["USER"] = unquote(parts.username)
     if parts.password:
         out["PASSWORD"] = unquote(parts.password)
-    options = dict(parse_qsl(parts.query))
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    if parts.scheme in MYSQL_SCHEMES:
+        for key in MYSQL_INTEGER_OPTIONS & options.keys():
+            if options[key].isascii() and options[key].isdigit():
+                options[key] = int(options[key])
     if options:
         out["OPTIONS"] = options
     if not out.get("HOST") and "PORT" not in out:

@@ -88,8 +88,9 @@ def install(registry: CollectorRegistry | None = None) -> Metrics:
             ["alias", "reason"], registry=reg,
         ),
         retries=Counter(
-            f"{PREFIX}_query_retries", "Statements or transactions run again, by category.",
-            ["alias", "category"], registry=reg,
+            f"{PREFIX}_query_retries",
+            "Statements or transactions run again, by category and outcome.",
+            ["alias", "category", "outcome"], registry=reg,
         ),
         failovers=Counter(
             f"{PREFIX}_failovers", "Connections that went to another target after a failure.",
@@ -131,8 +132,10 @@ def _connect(m: Metrics, uid: int) -> None:
     def on_reconnected(sender: Any, alias: Any = None, reason: Any = None, **kw: Any) -> None:
         m.reconnects.labels(_label(alias), _label(reason)).inc()
 
-    def on_retried(sender: Any, alias: Any = None, category: Any = None, **kw: Any) -> None:
-        m.retries.labels(_label(alias), _label(category)).inc()
+    def on_retried(
+        sender: Any, alias: Any = None, category: Any = None, outcome: Any = None, **kw: Any
+    ) -> None:
+        m.retries.labels(_label(alias), _label(category), _label(outcome)).inc()
 
     def on_failover(sender: Any, alias: Any = None, category: Any = None, **kw: Any) -> None:
         m.failovers.labels(_label(alias), _label(category)).inc()

@@ -8,9 +8,9 @@ problem at once.
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from resilient_db.conf import (
     _DEFAULT_ALIAS,
@@ -32,6 +32,8 @@ from resilient_db.conf import (
     RetryConfig,
 )
 from resilient_db.dburl import parse_database_url
+from resilient_db.ranges import RANGES
+from resilient_db.settings_values import ValueParser, shown
 
 TOP_KEYS = frozenset(
     {
@@ -57,6 +59,15 @@ PINNING_KEYS = frozenset(
     {"SECONDS", "COOKIE", "SECURE", "HTTPONLY", "SAMESITE", "DOMAIN", "PATH", "SALT", "MODE"}
 )
 REGISTRY_KEYS = frozenset({"STORE", "CACHE", "LOCAL_TTL"})
+# What http.cookies accepts as a cookie name (RFC 6265 token): any other
+# name makes every response that sets the pin raise CookieError. A ';' or ','
+# in the path or domain would end the attribute and start another.
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+COOKIE_PATH = re.compile(r"/[^\s;,\x00-\x1f\x7f]*")
+COOKIE_DOMAIN = re.compile(r"[^\s;,/\x00-\x1f\x7f]+")
+# RANGES keys of an alias's own settings and of a peer dict's.
+_ALIAS = "DATABASES.<alias>."
+_PEER = "DATABASES.<alias>.PEERS[]."
 HEALTH_KEYS = frozenset({"IDLE_PING_AFTER", "SHOW_HOSTS", "PROBE_TIMEOUT", "LAG_CHECK_INTERVAL"})
 ERROR_CATEGORIES = frozenset(
     {
@@ -72,140 +83,15 @@ ERROR_CATEGORIES = frozenset(
 )
 
 
-class _Parser:
+class _Parser(ValueParser):
     """Collect values and problems in one pass; never raise on user input."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def problem(
-        self, id: str, key: str, msg: str, hint: str, level: Literal["error", "warning"] = "error"
-    ) -> None:
-        self.problems.append(Problem(id, key, msg, hint, level))
-
-    def mapping(self, value: object, key: str) -> Mapping[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.problem(
-                "resilient_db.E002",
-                key,
-                f"{key} must be a dict, not {type(value).__name__}.",
-                f"Write {key} as a dict, e.g. {{}}.",
-            )
-            return None
-        return cast(Mapping[str, Any], value)
-
-    def unknown_keys(self, value: Mapping[str, Any], allowed: frozenset[str], key: str) -> None:
-        for name in value:
-            if name not in allowed:
-                self.problem(
-                    "resilient_db.E003",
-                    f"{key}[{name!r}]",
-                    f"{key} has an unknown key {name!r}.",
-                    f"Valid keys are: {', '.join(sorted(allowed))}.",
-                )
-
-    def number(
-        self,
-        value: Mapping[str, Any],
-        name: str,
-        key: str,
-        default: float,
-        *,
-        positive: bool = True,
-        allow_zero: bool = False,
-    ) -> float:
-        if name not in value:
-            return default
-        raw = value[name]
-        ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw)
-        if ok and positive:
-            ok = raw >= 0 if allow_zero else raw > 0
-        if not ok:
-            bound = "zero or more" if allow_zero else "greater than zero"
-            self.problem(
-                "resilient_db.E004",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] must be a finite number {bound}, not {raw!r}.",
-                f"Set {name} to a number of seconds (or a count), e.g. {default!r}.",
-            )
-            return default
-        return float(raw)
-
-    def optional_number(self, value: Mapping[str, Any], name: str, key: str, example: float) -> float | None:
-        """Return a positive number of seconds, or None when absent, None or wrong (E004)."""
-        if value.get(name) is None:
-            return None
-        before = len(self.problems)
-        number = self.number(value, name, key, example)
-        return None if len(self.problems) > before else number
-
-    def integer(self, value: Mapping[str, Any], name: str, key: str, default: int) -> int:
-        if name not in value:
-            return default
-        raw = value[name]
-        if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
-            self.problem(
-                "resilient_db.E004",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] must be a whole number, zero or more, not {raw!r}.",
-                f"Set {name} to a count, e.g. {default!r}.",
-            )
-            return default
-        return raw
-
-    def boolean(self, value: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
-        if name not in value:
-            return default
-        raw = value[name]
-        if not isinstance(raw, bool):
-            self.problem(
-                "resilient_db.E005",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] must be True or False, not {raw!r}.",
-                f"Set {name} to True or False.",
-            )
-            return default
-        return raw
-
-    def choice(
-        self, value: Mapping[str, Any], name: str, key: str, choices: Sequence[Any], default: Any
-    ) -> Any:
-        if name not in value:
-            return default
-        raw = value[name]
-        if raw not in choices:
-            self.problem(
-                "resilient_db.E006",
-                f"{key}[{name!r}]",
-                f"{key}[{name!r}] is {raw!r}, which is not one of the accepted values.",
-                f"Use one of: {', '.join(repr(c) for c in choices)}.",
-            )
-            return default
-        return raw
-
-    def string(
-        self, value: Mapping[str, Any], name: str, key: str, default: Any, *, optional: bool = False
-    ) -> Any:
-        if name not in value:
-            return default
-        raw = value[name]
-        if (raw is None and optional) or (isinstance(raw, str) and raw):
-            return raw
-        self.problem(
-            "resilient_db.E007",
-            f"{key}[{name!r}]",
-            f"{key}[{name!r}] must be a non-empty string, not {raw!r}.",
-            f"Set {name} to a string, e.g. {default!r}.",
-        )
-        return default
 
     def peer(self, raw: object, key: str) -> PeerSpec | None:
         if isinstance(raw, str):
             if "://" in raw:
                 try:
-                    return PeerSpec(overrides=parse_database_url(raw))
+                    overrides = parse_database_url(raw)
+                    return PeerSpec(overrides=overrides, scheme=raw.split("://", 1)[0])
                 except ValueError as exc:
                     self.problem(
                         "resilient_db.E008",
@@ -225,7 +111,8 @@ class _Parser:
                 return None
             return PeerSpec(overrides={}, alias=raw)
         if isinstance(raw, Mapping):
-            bad = sorted(str(k) for k in raw if k not in PEER_KEYS)
+            before = len(self.problems)
+            bad = sorted(shown(k) for k in raw if k not in PEER_KEYS)
             if bad:
                 self.problem(
                     "resilient_db.E008",
@@ -241,15 +128,33 @@ class _Parser:
                     "Give the peer at least a HOST or a PORT.",
                 )
                 return None
-            priority = raw.get("PRIORITY", 0)
-            if not isinstance(priority, int) or isinstance(priority, bool):
+            priority = int(raw.get("PRIORITY", 0)) if self._peer_number(
+                raw, "PRIORITY", key, _PEER + "PRIORITY",
+                "Lower numbers are tried first; the alias's own HOST has priority 0.",
+            ) else 0
+            self._peer_number(
+                raw, "PORT", key, _PEER + "PORT", "Give the port as a number, e.g. 6432."
+            )
+            for name in ("HOST", "NAME", "USER", "PASSWORD"):
+                if raw.get(name) is not None and not isinstance(raw[name], str):
+                    self.problem(
+                        "resilient_db.E008",
+                        key,
+                        f"{key}[{name!r}] must be a string, not {type(raw[name]).__name__}.",
+                        f"Write {name} as a string, as in DATABASES.",
+                    )
+            if raw.get("OPTIONS") is not None and not isinstance(raw["OPTIONS"], Mapping):
                 self.problem(
                     "resilient_db.E008",
                     key,
-                    f"{key}['PRIORITY'] must be an integer, not {priority!r}.",
-                    "Lower numbers are tried first; the alias's own HOST has priority 0.",
+                    f"{key}['OPTIONS'] must be a dict, not {type(raw['OPTIONS']).__name__}.",
+                    "Write OPTIONS as a dict of driver options, as in DATABASES.",
                 )
-                priority = 0
+                return None
+            if len(self.problems) > before:
+                # Reported; a peer with a wrong value is never built (str() of a
+                # 5000-digit PORT would raise), and errors stop the run time anyway.
+                return None
             overrides = {k: v for k, v in raw.items() if k in PEER_KEYS and k != "PRIORITY"}
             if "PORT" in overrides and overrides["PORT"] is not None:
                 overrides["PORT"] = str(overrides["PORT"])
@@ -261,6 +166,30 @@ class _Parser:
             "Write a peer as 'postgres://host:port/name', {'HOST': ..., 'PORT': ...} or 'alias'.",
         )
         return None
+
+    def _peer_number(
+        self, raw: Mapping[Any, Any], name: str, key: str, where: str, hint: str
+    ) -> bool:
+        """Return whether a peer dict gives ``name`` as a whole number in range (else E008)."""
+        if name not in raw:
+            return False
+        value = raw[name]
+        if name == "PORT":
+            if value is None or value == "":
+                return False  # the alias's own PORT applies
+            if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+                value = int(value)
+        accepted = RANGES[where]
+        if accepted.accepts(value):
+            return True
+        self.problem(
+            "resilient_db.E008",
+            key,
+            f"{key}[{name!r}] must be a whole number in the range {accepted.describe()}, "
+            f"not {shown(value)}.",
+            hint,
+        )
+        return False
 
     def alias(self, name: str, raw: object) -> AliasConfig:
         key = f"RESILIENT_DB['DATABASES'][{name!r}]"
@@ -299,19 +228,21 @@ class _Parser:
                     self.problem(
                         "resilient_db.E009",
                         f"{key}['REPLICAS'][{i}]",
-                        f"{key}['REPLICAS'][{i}] must be an alias name, not {item!r}.",
+                        f"{key}['REPLICAS'][{i}] must be an alias name, not {shown(item)}.",
                         "List the aliases (keys of DATABASES) that replicate this one.",
                     )
         lag: float | None = None
         if value.get("MAX_REPLICA_LAG") is not None:
-            lag = self.number(value, "MAX_REPLICA_LAG", key, 5.0)
+            lag = self.number(value, "MAX_REPLICA_LAG", key, 5.0, _ALIAS + "MAX_REPLICA_LAG")
         return AliasConfig(
             peers=tuple(peers),
             replicas=tuple(replicas),
             max_replica_lag=lag,
             role=self.choice(value, "ROLE", key, (*ROLES, None), None),
             policy=self.choice(value, "POLICY", key, POLICIES, "priority"),
-            stall_timeout=self.optional_number(value, "STALL_TIMEOUT", key, 30.0),
+            stall_timeout=self.optional_number(
+                value, "STALL_TIMEOUT", key, 30.0, _ALIAS + "STALL_TIMEOUT"
+            ),
             stall_timeout_set="STALL_TIMEOUT" in value,
         )
 
@@ -325,13 +256,13 @@ class _Parser:
             if category not in ERROR_CATEGORIES:
                 self.problem(
                     "resilient_db.E010",
-                    f"{key}[{category!r}]",
-                    f"{key} names an unknown category {category!r}.",
+                    f"{key}[{shown(category)}]",
+                    f"{key} names an unknown category {shown(category)}.",
                     f"Categories: {', '.join(sorted(ERROR_CATEGORIES))}.",
                 )
                 continue
             if isinstance(codes, (str, int)) or not isinstance(codes, Sequence) or not all(
-                isinstance(c, (str, int)) and not isinstance(c, bool) for c in codes
+                isinstance(c, str) or RANGES["ERROR_CODES[]"].accepts(c) for c in codes
             ):
                 self.problem(
                     "resilient_db.E010",
@@ -352,11 +283,23 @@ class _Parser:
         self.unknown_keys(top, TOP_KEYS, SETTING)
         databases: dict[str, AliasConfig] = {}
         dbs = self.mapping(top.get("DATABASES"), f"{SETTING}['DATABASES']")
-        for name, value in (dbs or {}).items():
-            databases[str(name)] = self.alias(str(name), value)
+        # Typed as object: a user's dict may have any keys, whatever mapping() says.
+        entries = cast("Mapping[object, Any]", dbs or {})
+        for name, value in entries.items():
+            if not isinstance(name, str):
+                self.problem(
+                    "resilient_db.E003",
+                    f"{SETTING}['DATABASES'][{shown(name)}]",
+                    f"{SETTING}['DATABASES'] has a key {shown(name)} that is not an alias name.",
+                    "Keys of RESILIENT_DB['DATABASES'] are aliases of DATABASES (strings).",
+                )
+                continue
+            databases[name] = self.alias(name, value)
 
-        check_interval = self.number(top, "CHECK_INTERVAL", SETTING, 5.0)
-        max_check_interval = self.number(top, "MAX_CHECK_INTERVAL", SETTING, 60.0)
+        check_interval = self.number(top, "CHECK_INTERVAL", SETTING, 5.0, "CHECK_INTERVAL")
+        max_check_interval = self.number(
+            top, "MAX_CHECK_INTERVAL", SETTING, 60.0, "MAX_CHECK_INTERVAL"
+        )
         if max_check_interval < check_interval:
             self.problem(
                 "resilient_db.E011",
@@ -371,23 +314,34 @@ class _Parser:
         rkey = f"{SETTING}['RETRY']"
         self.unknown_keys(retry_raw, RETRY_KEYS, rkey)
         retry = RetryConfig(
-            reads=self.integer(retry_raw, "READS", rkey, 2),
-            deadline=self.number(retry_raw, "DEADLINE", rkey, 5.0),
-            backoff=self.number(retry_raw, "BACKOFF", rkey, 0.1, allow_zero=True),
-            atomic_attempts=self.integer(retry_raw, "ATOMIC_ATTEMPTS", rkey, 3),
+            reads=self.integer(retry_raw, "READS", rkey, 2, "RETRY.READS"),
+            deadline=self.number(retry_raw, "DEADLINE", rkey, 5.0, "RETRY.DEADLINE"),
+            backoff=self.number(retry_raw, "BACKOFF", rkey, 0.1, "RETRY.BACKOFF"),
+            atomic_attempts=self.integer(
+                retry_raw, "ATOMIC_ATTEMPTS", rkey, 3, "RETRY.ATOMIC_ATTEMPTS"
+            ),
         )
 
         pin_raw = self.mapping(top.get("PINNING"), f"{SETTING}['PINNING']") or {}
         pkey = f"{SETTING}['PINNING']"
         self.unknown_keys(pin_raw, PINNING_KEYS, pkey)
         pinning = PinningConfig(
-            seconds=self.number(pin_raw, "SECONDS", pkey, 15.0, allow_zero=True),
-            cookie=self.string(pin_raw, "COOKIE", pkey, "rdb_pin"),
+            seconds=self.number(pin_raw, "SECONDS", pkey, 15.0, "PINNING.SECONDS"),
+            cookie=self.string(
+                pin_raw, "COOKIE", pkey, "rdb_pin", pattern=COOKIE_NAME,
+                rule="a cookie name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            ),
             secure=self.boolean(pin_raw, "SECURE", pkey, True),
             httponly=self.boolean(pin_raw, "HTTPONLY", pkey, True),
             samesite=self.choice(pin_raw, "SAMESITE", pkey, SAMESITE_VALUES, "Lax"),
-            domain=self.string(pin_raw, "DOMAIN", pkey, None, optional=True),
-            path=self.string(pin_raw, "PATH", pkey, "/"),
+            domain=self.string(
+                pin_raw, "DOMAIN", pkey, None, optional=True, pattern=COOKIE_DOMAIN,
+                rule="a domain without spaces, ';' or ','",
+            ),
+            path=self.string(
+                pin_raw, "PATH", pkey, "/", pattern=COOKIE_PATH,
+                rule="a path starting with '/', without spaces, ';' or ','",
+            ),
             salt=self.string(pin_raw, "SALT", pkey, "resilient_db.pinning"),
             mode=self.choice(pin_raw, "MODE", pkey, PIN_MODES, "time"),
         )
@@ -398,25 +352,29 @@ class _Parser:
         registry = RegistryConfig(
             store=self.choice(reg_raw, "STORE", gkey, STORES, "local"),
             cache=self.string(reg_raw, "CACHE", gkey, "default"),
-            local_ttl=self.number(reg_raw, "LOCAL_TTL", gkey, 0.5, allow_zero=True),
+            local_ttl=self.number(reg_raw, "LOCAL_TTL", gkey, 0.5, "REGISTRY.LOCAL_TTL"),
         )
 
         health_raw = self.mapping(top.get("HEALTH"), f"{SETTING}['HEALTH']") or {}
         hkey = f"{SETTING}['HEALTH']"
         self.unknown_keys(health_raw, HEALTH_KEYS, hkey)
         health = HealthConfig(
-            idle_ping_after=self.number(health_raw, "IDLE_PING_AFTER", hkey, 30.0, allow_zero=True),
+            idle_ping_after=self.number(
+                health_raw, "IDLE_PING_AFTER", hkey, 30.0, "HEALTH.IDLE_PING_AFTER"
+            ),
             show_hosts=self.boolean(health_raw, "SHOW_HOSTS", hkey, False),
-            probe_timeout=self.number(health_raw, "PROBE_TIMEOUT", hkey, 2.0),
-            lag_check_interval=self.number(health_raw, "LAG_CHECK_INTERVAL", hkey, 1.0),
+            probe_timeout=self.number(health_raw, "PROBE_TIMEOUT", hkey, 2.0, "HEALTH.PROBE_TIMEOUT"),
+            lag_check_interval=self.number(
+                health_raw, "LAG_CHECK_INTERVAL", hkey, 1.0, "HEALTH.LAG_CHECK_INTERVAL"
+            ),
         )
 
         return ResilientSettings(
             databases=databases,
             check_interval=check_interval,
             max_check_interval=max_check_interval,
-            connect_timeout=self.number(top, "CONNECT_TIMEOUT", SETTING, 2.0),
-            stall_timeout=self.optional_number(top, "STALL_TIMEOUT", SETTING, 30.0),
+            connect_timeout=self.number(top, "CONNECT_TIMEOUT", SETTING, 2.0, "CONNECT_TIMEOUT"),
+            stall_timeout=self.optional_number(top, "STALL_TIMEOUT", SETTING, 30.0, "STALL_TIMEOUT"),
             retry=retry,
             replica_policy=self.choice(
                 top, "REPLICA_POLICY", SETTING, REPLICA_POLICIES, "round_robin"

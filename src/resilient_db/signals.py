@@ -6,11 +6,12 @@ keyword arguments (never a password):
 ``target_down``      alias, target (label), category, error
 ``target_up``        alias, target, down_for (seconds or None)
 ``reconnected``      alias, target, reason
-``query_retried``    alias, target, attempt, category, error
+``query_retried``    alias, target, attempt, category, error, outcome ("ok", "lost",
+                     "refused", "error"; "rerun" for transaction blocks)
 ``failover``         alias, from_target, to_target, category
 ``pinned``           alias (primary), reason ("write", "db_write", "cookie", "scope")
-``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag"), lag
-``primary_fallback`` alias (primary), reason
+``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag", "lag_unmeasured", "lsn"), lag
+``primary_fallback`` alias (primary), reason ("no_usable_replica", "lag_unmeasured")
 """
 
 from __future__ import annotations

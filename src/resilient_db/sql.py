@@ -43,6 +43,9 @@ _MYSQL_NOISE = re.compile(
     re.VERBOSE | re.DOTALL | re.MULTILINE,
 )
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+# A quoted name called as a function: "pg_advisory_lock"(1) or `GET_LOCK`('x', 1)
+# calls the same function as the bare name, and blanking the quotes would hide it.
+_QUOTED_CALL = re.compile(r"""(?:"((?:[^"]|"")*)"|`((?:[^`]|``)*)`)\s*\(""")
 
 _READ_LEADS = frozenset({"SELECT", "SHOW", "EXPLAIN", "VALUES", "WITH", "TABLE", "DESCRIBE", "DESC"})
 _WRITE_WORDS = frozenset(
@@ -76,7 +79,19 @@ def strip_noise(sql: str, *, mysql: bool = False) -> str:
 @lru_cache(maxsize=2048)
 def is_read_only(sql: str) -> bool:
     """Return True when ``sql`` can only read, so re-running it is harmless."""
+    if _calls_quoted_side_effect(sql):
+        return False
     return _reads_only(strip_noise(sql)) and _reads_only(strip_noise(sql, mysql=True))
+
+
+def _calls_quoted_side_effect(sql: str) -> bool:
+    # Looked for in the raw text: a match inside a string literal only makes
+    # a read count as a write, the safe direction.
+    for match in _QUOTED_CALL.finditer(sql):
+        name = match.group(1) if match.group(1) is not None else match.group(2)
+        if name.upper() in _SIDE_EFFECT_FUNCS:
+            return True
+    return False
 
 
 def _reads_only(text: str) -> bool:

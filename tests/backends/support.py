@@ -49,11 +49,18 @@ def adhoc_alias(name: str, base: str, **overrides: Any) -> Iterator[Any]:
     The ORM reaches it with ``using(name)``; it is not in DATABASES, so the
     test runner never creates or flushes anything for it.
     """
+    from django.conf import settings
+
     settings_dict = copy.deepcopy(connections[base].settings_dict)
     settings_dict.update(overrides)
     backend = type(connections[base])
     wrapper = backend(settings_dict, alias=name)
     connections[name] = wrapper
+    # In settings.DATABASES too, so RESILIENT_DB may configure it (an alias
+    # missing from DATABASES is E012, which also stops the run time). Set
+    # directly, without setting_changed, so Django rebuilds no connection.
+    databases = settings.DATABASES
+    settings.DATABASES = {**databases, name: settings_dict}
 
     # Django's close_old_connections() only visits aliases in DATABASES: do
     # the same request-boundary check for this one.
@@ -69,6 +76,7 @@ def adhoc_alias(name: str, base: str, **overrides: Any) -> Iterator[Any]:
         request_finished.disconnect(boundary)
         wrapper.close()
         del connections[name]
+        settings.DATABASES = databases
 
 
 class Captured:

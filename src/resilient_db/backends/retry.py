@@ -7,7 +7,9 @@ rules 1, 3, 4, 5 and 7:
   becomes :class:`~resilient_db.exceptions.ConnectionLost`, the block is
   marked for rollback and the connection is dropped when the block exits;
 * outside a transaction a read is re-run on a fresh connection (maybe another
-  peer), bounded by ``RETRY.READS`` and ``RETRY.DEADLINE``, with back-off;
+  peer), bounded by ``RETRY.READS`` and ``RETRY.DEADLINE``, with back-off,
+  inside a read-only transaction: a "read" that writes through a function is
+  refused by the server there and becomes ``OutcomeUnknown``, never a second write;
 * a write that may have reached the server becomes
   :class:`~resilient_db.exceptions.OutcomeUnknown` and is never re-run;
 * query errors (integrity, syntax...) pass through untouched and never mark a
@@ -115,7 +117,12 @@ def _on_error(
     if db.in_atomic_block or not db.autocommit:
         raise lost_in_transaction(db, exc, category, what) from exc
     mode = current_mode()
-    retryable = mode is RetryMode.ALWAYS or (mode is RetryMode.AUTO and is_read_only(sql))
+    # A proven read is retried only where the server refuses writes (rule 3);
+    # the idempotent() scope vouches for the statement, writes included.
+    guard = READ_ONLY_BEGIN.get(db.vendor) if mode is RetryMode.AUTO else None
+    retryable = mode is RetryMode.ALWAYS or (
+        mode is RetryMode.AUTO and guard is not None and is_read_only(sql)
+    )
     if not retryable or category is Category.OUTCOME_UNKNOWN:
         from resilient_db.backends.failover import discard_connection
 
@@ -126,7 +133,9 @@ def _on_error(
             f"({what}); it may or may not have taken effect and was not retried."
         ) from exc
     error = StatementStalled.__name__ if stalled is not None else type(exc).__name__
-    return _retry_read(db, exc, category, what, error, execute, sql, params, many, context)
+    return _retry_read(
+        db, exc, category, what, error, guard, execute, sql, params, many, context
+    )
 
 
 def lost_connection(
@@ -171,6 +180,7 @@ def _retry_read(
     category: Category,
     what: str,
     error: str,
+    guard: str | None,
     execute: Execute,
     sql: str,
     params: Any,
@@ -202,13 +212,20 @@ def _retry_read(
                 # execute() returns, so the fresh driver cursor goes inside it.
                 cursor_wrapper.cursor = db.create_cursor(name)
             with watch:
-                result = execute(sql, params, many, context)
+                result = run_guarded(db, guard, execute, sql, params, many, context)
         except ResilientDBError:
+            # No target could be reached (AllTargetsDown) or an inner layer decided.
+            _retried(db, attempt, category, error, "lost")
             raise
         except DatabaseError as again:
+            if guard is not None and watch.stalled is None and refused_write(again):
+                _retried(db, attempt, category, error, "refused")
+                raise _refused(db, what, again) from again
             lost = lost_connection(db, again, watch.stalled)
             if lost is None:
+                _retried(db, attempt, category, error, "error")
                 raise
+            _retried(db, attempt, category, error, "lost")
             category = lost
             what = describe(category.value, watch.stalled)
             last = again
@@ -221,12 +238,98 @@ def _retry_read(
             db.alias, what, attempt,
             failed_target.label if failed_target else "?", target.label if target else "?",
         )
-        signals.query_retried.send(
-            sender=type(db), alias=db.alias, target=target.label if target else None,
-            attempt=attempt, category=category.value, error=error,
-        )
+        _retried(db, attempt, category, error, "ok")
         return result
     raise last
+
+
+#: The statement that opens the read-only transaction a retried read runs in, per vendor.
+#: A vendor missing here has no such transaction: its reads are not retried
+#: unless an ``idempotent()`` scope vouches for them.
+READ_ONLY_BEGIN: dict[str, str] = {
+    "postgresql": "BEGIN READ ONLY",
+    "mysql": "START TRANSACTION READ ONLY",
+}
+# PostgreSQL read_only_sql_transaction; MySQL/MariaDB "cannot execute in a READ
+# ONLY transaction" (1792), and --read-only / super-read-only (1290, 1836) when
+# the retry landed on a read-only server: each says the statement writes.
+_REFUSED_SQLSTATES = frozenset({"25006"})
+_REFUSED_ERRNOS = frozenset({1792, 1290, 1836})
+
+
+def run_guarded(
+    db: ResilientMixin,
+    begin: str | None,
+    execute: Execute,
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    """Run the statement inside a read-only transaction opened by ``begin`` (None: as is)."""
+    if begin is None:
+        return execute(sql, params, many, context)
+    # BEGIN/COMMIT go through their own driver cursor, bypassing Django:
+    # its autocommit flag and atomic state never change, and the result set
+    # of the statement's cursor (which the ORM reads after we return) stays.
+    _control(db, begin)
+    try:
+        result = execute(sql, params, many, context)
+    except BaseException:
+        # A refused write aborted the transaction: end it so the connection
+        # is back in autocommit. A dead connection fails here too: ignored.
+        with contextlib.suppress(Exception):
+            _control(db, "ROLLBACK")
+        raise
+    # COMMIT, not ROLLBACK: a server-side cursor declared WITH HOLD is
+    # materialised at COMMIT (still read-only) and survives it; a ROLLBACK
+    # would destroy it. A client-side result is already in the driver.
+    _control(db, "COMMIT")
+    return result
+
+
+def _control(db: ResilientMixin, statement: str) -> None:
+    with db.wrap_database_errors:
+        cursor = db.connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+
+
+def refused_write(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is the server refusing a write in a read-only transaction."""
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code in _REFUSED_SQLSTATES:
+            return True
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _REFUSED_ERRNOS:
+            return True
+    return False
+
+
+def _refused(db: ResilientMixin, what: str, exc: BaseException) -> OutcomeUnknown:
+    logger.warning(
+        "The retry of a read on %r was refused as a write (read-only transaction): "
+        "outcome of the first attempt unknown (%s)",
+        db.alias, what,
+    )
+    return OutcomeUnknown(
+        f"The connection of {db.alias!r} died while a statement ran ({what}); its retry "
+        "was refused by the server because the statement writes (it ran in a read-only "
+        "transaction), so the first attempt may or may not have taken effect."
+    )
+
+
+def _retried(db: ResilientMixin, attempt: int, category: Category, error: str, outcome: str) -> None:
+    target = db._rdb_target
+    signals.query_retried.send(
+        sender=type(db), alias=db.alias, target=target.label if target else None,
+        attempt=attempt, category=category.value, error=error, outcome=outcome,
+    )
 
 
 def backoff(base: float, attempt: int) -> float:

@@ -148,7 +148,7 @@ class RetryAtomic:
             )
             signals.query_retried.send(
                 sender=RetryAtomic, alias=self.using, target=None, attempt=number,
-                category="transaction", error=type(failed).__name__,
+                category="transaction", error=type(failed).__name__, outcome="rerun",
             )
             time.sleep(pause)
 

@@ -8,14 +8,15 @@ between processes makes the "cache" store pointless (W020).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 
-from resilient_db.conf import SETTING, parse_settings
+from resilient_db.conf import SETTING, Problem, ResilientSettings, parse_settings
 
-__all__ = ["check_registry"]
+__all__ = ["check_registry", "registry_problems"]
 
 # Backends whose data lives in one process (or nowhere): every worker would
 # keep its own picture, which is what STORE "local" does without the cost.
@@ -29,32 +30,41 @@ NOT_SHARED = frozenset(
 
 def check_registry(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report a cache store whose cache alias is missing or not shared."""
+    from resilient_db.validation import as_check_messages
+
     parsed, _problems = parse_settings(getattr(settings, SETTING, None))
+    caches = getattr(settings, "CACHES", None)
+    return as_check_messages(registry_problems(parsed, caches if isinstance(caches, Mapping) else {}))
+
+
+def registry_problems(parsed: ResilientSettings, caches: Mapping[str, Any]) -> list[Problem]:
+    """Return what is wrong with the registry store of ``parsed`` given ``caches``."""
     if parsed.registry.store != "cache":
         return []
     alias = parsed.registry.cache
     key = f"{SETTING}['REGISTRY']['CACHE']"
-    caches = getattr(settings, "CACHES", None) or {}
     if alias not in caches:
         known = ", ".join(repr(a) for a in caches) or "none"
         return [
-            checks.Error(
+            Problem(
+                "resilient_db.E020",
+                key,
                 f"{key} is {alias!r}, which is not a key of CACHES (defined: {known}).",
-                hint="Name a cache from CACHES (e.g. a Redis cache), or use STORE 'local'.",
-                obj=key,
-                id="resilient_db.E020",
+                "Name a cache from CACHES (e.g. a Redis cache), or use STORE 'local'.",
             )
         ]
-    backend = str((caches[alias] or {}).get("BACKEND", ""))
+    entry = caches[alias]
+    backend = str(entry.get("BACKEND", "") if isinstance(entry, Mapping) else "")
     if backend in NOT_SHARED:
         return [
-            checks.Warning(
+            Problem(
+                "resilient_db.W020",
+                key,
                 f"{key} is {alias!r}, a {backend.rsplit('.', 1)[-1]} that is not shared "
                 "between processes: each worker keeps its own health picture.",
-                hint="Point CACHE at a shared cache (Redis, Memcached, database), "
+                "Point CACHE at a shared cache (Redis, Memcached, database), "
                 "or use STORE 'local'.",
-                obj=key,
-                id="resilient_db.W020",
+                "warning",
             )
         ]
     return []

@@ -1,8 +1,8 @@
 """The immutable health record of one target, as stored and shared.
 
 Records are frozen: the registry builds a new one for every change and swaps
-it in whole, so a reader never sees half an update and needs no lock. They
-pickle, so the cache store can share them between processes. Every time in a
+it in whole, so a reader never sees half an update and needs no lock. The
+cache store shares them as validated JSON (codec.py). Every time in a
 record is wall-clock time (``time.time()`` or the registry's injected clock),
 because monotonic clocks mean nothing on another machine sharing the store.
 """

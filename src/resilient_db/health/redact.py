@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 MASK = "********"
@@ -37,7 +38,23 @@ def mask(text: str, secrets: Iterable[str] = ()) -> str:
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{MASK}", text)
 
 
-def secrets_of(*settings_dicts: Mapping[str, Any] | None) -> frozenset[str]:
+class Secrets(frozenset[str]):
+    """A set of passwords whose repr never shows them.
+
+    Code keeps these in local variables and attributes; Django's error reports
+    (the DEBUG page, the admin e-mail) print both, whatever the filter.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} secret{'' if len(self) == 1 else 's'} hidden>"
+
+    def __or__(self, other: AbstractSet[Any]) -> Secrets:
+        return Secrets(frozenset.__or__(self, other))
+
+    __ror__ = __or__
+
+
+def secrets_of(*settings_dicts: Mapping[str, Any] | None) -> Secrets:
     """Return every password found in DATABASES-style dicts (and their OPTIONS)."""
     found: set[str] = set()
     for sd in settings_dicts:
@@ -50,4 +67,4 @@ def secrets_of(*settings_dicts: Mapping[str, Any] | None) -> frozenset[str]:
                 value = mapping.get(key)
                 if isinstance(value, str) and value:
                     found.add(value)
-    return frozenset(found)
+    return Secrets(found)

@@ -32,7 +32,7 @@ from resilient_db.conf import ResilientSettings, get_settings
 from resilient_db.health.errors import Category
 from resilient_db.health.records import State, TargetHealth
 from resilient_db.health.redact import mask, secrets_of
-from resilient_db.health.stores import LocalStore, Store, make_store
+from resilient_db.health.stores import CacheStore, LocalStore, Store, make_store
 from resilient_db.health.targets import Target
 
 __all__ = ["Registry", "State", "TargetHealth", "get_registry", "reset_registry"]
@@ -81,6 +81,9 @@ class Registry:
         self._lock = threading.Lock()
         self._read = self.store.read
         self.max_wait = self.max_check_interval + self.probe_lease
+        if isinstance(self.store, CacheStore):
+            # Times read from the shared store never reach further than this.
+            self.store.max_future = self.max_wait
         self._wants_primary: dict[str, bool] = {}
         self._secrets: dict[str, frozenset[str]] = {}
         self._rr: dict[str, itertools.count[int]] = {}
@@ -147,8 +150,13 @@ class Registry:
             if record is None or record.state is State.UP:
                 return False
             if record.state is State.PROBING:
-                # No clock-jump shortcut here: a lease ends only by time or report.
-                if now < (record.next_check_at or 0.0):
+                # A lease ends by time or report (no clock-jump shortcut for
+                # this process's own). A shared one that ends later than this
+                # process's own lease could (a holder that died with another
+                # configuration, a clock far ahead) is over now: the store's
+                # lease key still keeps a live prober's probe exclusive.
+                ends = record.next_check_at or 0.0
+                if now < ends and (not self.store.shared or ends <= now + self.probe_lease):
                     return False
             elif not record.due(now, self.max_wait):
                 return False

@@ -100,7 +100,8 @@ def _target_cells(row: TargetRow, now_wall: float, now_mono: float) -> list[str]
         row.probe.role or "-",
         _target_state(row),
         _latency(row.probe.latency),
-        _lag(row.probe.lag),
+        # A primary has no replication lag (its probe says 0): "-", not "0.0s".
+        _lag(row.probe.lag) if row.probe.role == "replica" else "-",
         registry,
         retry,
         since,

@@ -11,11 +11,18 @@ thread refreshes at most every ``LOCAL_TTL`` seconds, so a query pays no cache
 round trip; the others keep reading the copy meanwhile. When the cache fails,
 the store logs it (at most every 30 s) and carries on with what it has: the
 site keeps working with per-process health.
+
+Shared records are JSON text with a schema version (codec.py), never pickled
+(cache_wire.py). A record that does not decode is ignored (logged once per
+key, counted in ``CacheStore.rejected``) and this process keeps its own
+copy; every lease and future time read back is capped by this process's
+clock and its own longest wait, so a stale record cannot lock it out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -23,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from resilient_db.health.cache_wire import Wire, lease_end, read_index, wire_for
+from resilient_db.health.codec import BadRecord, decode, encode
 from resilient_db.health.records import TargetHealth
 
 logger = logging.getLogger("resilient_db.health")
@@ -130,8 +139,9 @@ class CacheStore:
         cache_alias: str = "default",
         *,
         local_ttl: float = 0.5,
-        prefix: str = "resilient_db:health:v1:",
+        prefix: str = "resilient_db:health:v2:",
         ttl_clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         from django.core.cache import caches
 
@@ -147,6 +157,12 @@ class CacheStore:
         self._refresh_at = -math.inf
         self._refresh_lock = threading.Lock()
         self._error_logged_at = -math.inf
+        # Wall clock that caps the times read back, and the longest wait this
+        # process ever imposes (the registry sets its back-off cap plus lease).
+        self.clock = clock
+        self.max_future = 3600.0
+        self.rejected = 0
+        self._rejected_keys: set[str] = set()
 
     # The cache object is per thread in Django; look it up on each use.
     @property
@@ -154,6 +170,25 @@ class CacheStore:
         from django.core.cache import caches
 
         return caches[self.cache_alias]
+
+    @property
+    def _wire(self) -> Wire:
+        return wire_for(self._cache)
+
+    def _decode(self, raw: object, key: str) -> TargetHealth | None:
+        """Return the record in ``raw``, or None (counted, logged once per key) if unusable."""
+        try:
+            return decode(raw, key, now=self.clock(), horizon=self.max_future)
+        except BadRecord as exc:
+            self.rejected += 1
+            if key not in self._rejected_keys:
+                self._rejected_keys.add(key)
+                logger.warning(
+                    "health cache %r holds an unusable record for %s (%s); ignored, "
+                    "this process uses its own observations",
+                    self.cache_alias, key, exc,
+                )
+            return None
 
     def _ck(self, key: str) -> str:
         # Hash: memcached refuses spaces and long keys; the record carries the key.
@@ -192,16 +227,23 @@ class CacheStore:
                 return
             keys = list(self._known)
             try:
-                got = self._cache.get_many([self._ck(k) for k in keys]) if keys else {}
+                got = self._wire.get_many([self._ck(k) for k in keys]) if keys else {}
             except Exception as exc:  # noqa: BLE001 - any cache failure: keep the stale copy
                 self._failed("read", exc)
                 self._refresh_at = self._clock() + max(self.local_ttl, 1.0)
                 return
             fresh: dict[str, TargetHealth] = {}
+            local = self._local
             for key in keys:
-                record = got.get(self._ck(key))
-                if isinstance(record, TargetHealth) and record.key == key:
+                raw = got.get(self._ck(key))
+                if raw is None:
+                    continue
+                record = self._decode(raw, key)
+                if record is not None:
                     fresh[key] = record
+                elif key in local:
+                    # An unreadable shared record: keep what this process saw.
+                    fresh[key] = local[key]
             self._local = fresh
             self._refresh_at = self._clock() + self.local_ttl
         finally:
@@ -211,14 +253,18 @@ class CacheStore:
         """Return the cache's record of ``key`` (the local copy if the cache fails)."""
         self._known.setdefault(key, None)
         try:
-            record = self._cache.get(self._ck(key))
+            raw = self._wire.get(self._ck(key))
         except Exception as exc:  # noqa: BLE001 - any cache failure: fall back to the local copy
             self._failed("read", exc)
             return self._local.get(key)
-        if isinstance(record, TargetHealth) and record.key == key:
-            self._local = {**self._local, key: record}
-            return record
-        return None
+        if raw is None:
+            return None
+        record = self._decode(raw, key)
+        if record is None:
+            # The registry's next write replaces the bad record with a good one.
+            return self._local.get(key)
+        self._local = {**self._local, key: record}
+        return record
 
     def write(self, record: TargetHealth, *, share: bool = True) -> None:
         """Store ``record`` locally and, unless deferred, in the cache."""
@@ -229,7 +275,7 @@ class CacheStore:
         if not share and now - self._shared_at.get(key, -math.inf) < SHARE_EVERY:
             return
         try:
-            self._cache.set(self._ck(key), record, RECORD_TIMEOUT)
+            self._wire.set(self._ck(key), encode(record), RECORD_TIMEOUT)
             if key not in self._indexed:
                 self._add_to_index(key)
         except Exception as exc:  # noqa: BLE001 - any cache failure: the local copy still holds it
@@ -239,10 +285,10 @@ class CacheStore:
 
     def _add_to_index(self, key: str) -> None:
         # Best effort (two processes may race); the index only serves records().
-        cache = self._cache
-        index = cache.get(self.prefix + "index") or set()
+        wire = self._wire
+        index = read_index(wire.get(self.prefix + "index"))
         if key not in index:
-            cache.set(self.prefix + "index", {*index, key}, RECORD_TIMEOUT)
+            wire.set(self.prefix + "index", json.dumps(sorted({*index, key})), RECORD_TIMEOUT)
         self._indexed.add(key)
 
     def _lease_seconds(self, seconds: float) -> int:
@@ -250,10 +296,32 @@ class CacheStore:
         # would mean "expire at once".
         return max(1, math.ceil(seconds))
 
+    def _take(self, name: str, seconds: float) -> bool:
+        # The lease's value is when it ends (wall-clock milliseconds). A lease
+        # that ends later than this process would ever hold one (a dead holder
+        # with another configuration, a clock far ahead, a corrupted value) is
+        # broken instead of honoured until its cache timeout runs out.
+        wire = self._wire
+        now = self.clock()
+        ends = int((now + seconds) * 1000)
+        timeout = self._lease_seconds(seconds)
+        if wire.add(name, ends, timeout):
+            return True
+        held = lease_end(wire.get(name))
+        # One second of slack: the cache rounds timeouts up, clocks differ a little.
+        if held is not None and held <= (now + seconds + 1.0) * 1000:
+            return False
+        logger.warning(
+            "health cache %r holds a lease that ends too late or cannot be read; broken",
+            self.cache_alias,
+        )
+        wire.delete(name)
+        return wire.add(name, ends, timeout)
+
     def acquire(self, key: str, lease: float) -> bool:
         """Take the probe lease of ``key`` with an atomic cache ``add``."""
         try:
-            return bool(self._cache.add(self._ck(key) + ":probe", 1, self._lease_seconds(lease)))
+            return self._take(self._ck(key) + ":probe", lease)
         except Exception as exc:  # noqa: BLE001 - cache down: this process's lock decides alone
             self._failed("lease", exc)
             return True
@@ -261,7 +329,7 @@ class CacheStore:
     def release(self, key: str) -> None:
         """Give the probe lease of ``key`` back."""
         try:
-            self._cache.delete(self._ck(key) + ":probe")
+            self._wire.delete(self._ck(key) + ":probe")
         except Exception as exc:  # noqa: BLE001 - the lease expires by itself
             self._failed("release", exc)
 
@@ -269,7 +337,7 @@ class CacheStore:
         """Return True for one caller (in any process) per ``seconds``."""
         key = self.prefix + "claim:" + hashlib.sha1(name.encode()).hexdigest()[:32]
         try:
-            return bool(self._cache.add(key, 1, self._lease_seconds(seconds)))
+            return self._take(key, seconds)
         except Exception as exc:  # noqa: BLE001 - cache down: every process checks for itself
             self._failed("claim", exc)
             return True
@@ -277,29 +345,38 @@ class CacheStore:
     def records(self) -> list[TargetHealth]:
         """Return every record in the cache index plus those this process knows."""
         try:
-            index = self._cache.get(self.prefix + "index") or set()
+            wire = self._wire
+            index = read_index(wire.get(self.prefix + "index"))
             keys = list(dict.fromkeys([*index, *self._known]))
-            got = self._cache.get_many([self._ck(k) for k in keys]) if keys else {}
+            got = wire.get_many([self._ck(k) for k in keys]) if keys else {}
         except Exception as exc:  # noqa: BLE001 - cache down: report the local copy
             self._failed("read", exc)
             return list(self._local.values())
-        out = [got.get(self._ck(k)) for k in keys]
-        return [r for r in out if isinstance(r, TargetHealth)]
+        out: list[TargetHealth] = []
+        for key in keys:
+            raw = got.get(self._ck(key))
+            record = self._decode(raw, key) if raw is not None else None
+            if record is None:
+                record = self._local.get(key)
+            if record is not None:
+                out.append(record)
+        return out
 
     def clear(self) -> None:
         """Delete every record of this prefix from the cache and the local copy."""
         try:
-            cache = self._cache
-            index = cache.get(self.prefix + "index") or set()
+            wire = self._wire
+            index = read_index(wire.get(self.prefix + "index"))
             keys = set(index) | set(self._known)
             names = [self._ck(k) for k in keys]
-            cache.delete_many([*names, *(n + ":probe" for n in names), self.prefix + "index"])
+            wire.delete_many([*names, *(n + ":probe" for n in names), self.prefix + "index"])
         except Exception as exc:  # noqa: BLE001 - cache down: at least forget locally
             self._failed("clear", exc)
         self._local = {}
         self._known.clear()
         self._indexed.clear()
         self._shared_at.clear()
+        self._rejected_keys.clear()
         self._refresh_at = -math.inf
 
     def forget_local(self, keys: Iterable[str] | None = None) -> None:

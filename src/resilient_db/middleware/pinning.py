@@ -26,7 +26,14 @@ from resilient_db.conf import get_settings
 from resilient_db.middleware.base import SyncAsyncMiddleware
 from resilient_db.routers.choose import groups
 from resilient_db.routers.context import ALL, Unit, current_unit, end_unit, start_unit
-from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins, parse_lsn
+from resilient_db.routers.pins import (
+    PinSet,
+    decode_pins,
+    dumps_pin,
+    merge_pins,
+    parse_lsn,
+    pin_times,
+)
 
 logger = logging.getLogger("resilient_db.routers")
 
@@ -38,18 +45,22 @@ LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 
 def incoming_pins(request: HttpRequest) -> dict[str, int | None]:
     """Return the pins carried by the request's cookie (empty when none is valid)."""
+    return _incoming(request).pins
+
+
+def _incoming(request: HttpRequest) -> PinSet:
     s = get_settings()
     p = s.pinning
     raw = request.COOKIES.get(p.cookie)
     if raw is None or p.seconds <= 0:
-        return {}
-    pins = loads_pin(raw, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
-    if pins:
+        return PinSet()
+    found = decode_pins(raw, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
+    if found.pins:
         from resilient_db.signals import pinned
 
-        for alias in sorted(pins):
+        for alias in sorted(found.pins):
             pinned.send(sender=PinningMiddleware, alias=alias, reason="cookie")
-    return pins
+    return found
 
 
 def written_primaries(unit: Unit, response: HttpResponseBase) -> set[str] | None:
@@ -98,9 +109,12 @@ def set_pin_cookie(
     p = get_settings().pinning
     new = {alias: lsns.get(alias) for alias in written}
     pins = merge_pins(unit.pins, new)
+    # Only the primaries written now start a new pin; the others keep the
+    # time of their own last write, so each pin ends SECONDS after it.
+    times = pin_times(pins, unit.pinned_at, written)
     response.set_cookie(
         p.cookie,
-        dumps_pin(pins, salt=p.salt),
+        dumps_pin(pins, salt=p.salt, written_at=times),
         max_age=math.ceil(p.seconds),
         path=p.path,
         domain=p.domain,
@@ -117,7 +131,8 @@ class PinningMiddleware(SyncAsyncMiddleware):
         """Run the request as one unit of work and set the cookie if it wrote."""
         if self.async_mode:
             return self.__acall__(request)
-        token = start_unit(incoming_pins(request))
+        found = _incoming(request)
+        token = start_unit(found.pins, found.written_at)
         try:
             response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
             unit = current_unit()
@@ -126,13 +141,16 @@ class PinningMiddleware(SyncAsyncMiddleware):
             if written is not None and get_settings().pinning.seconds > 0:
                 lsns = read_lsns(written) if get_settings().pinning.mode == "lsn" else {}
                 set_pin_cookie(response, unit, written, lsns)
+            elif found.clamped and found.pins:
+                set_pin_cookie(response, unit, set(), {})
         finally:
             end_unit(token)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         """Async version of :meth:`__call__`."""
-        token = start_unit(incoming_pins(request))
+        found = _incoming(request)
+        token = start_unit(found.pins, found.written_at)
         try:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
             unit = current_unit()
@@ -145,6 +163,11 @@ class PinningMiddleware(SyncAsyncMiddleware):
                     # connection that wrote answers.
                     lsns = await sync_to_async(read_lsns, thread_sensitive=True)(written)
                 set_pin_cookie(response, unit, written, lsns)
+            elif found.clamped and found.pins:
+                # A write time from the future was read as now: send the
+                # clamped token back, or the client would keep the pin until
+                # the future time plus SECONDS.
+                set_pin_cookie(response, unit, set(), {})
         finally:
             end_unit(token)
         return response

@@ -35,7 +35,7 @@ from resilient_db.routers.context import (
     start_unit,
     unit_of_work,
 )
-from resilient_db.routers.pins import dumps_pin, loads_pin, merge_pins
+from resilient_db.routers.pins import PinSet, decode_pins, dumps_pin, merge_pins, pin_times
 
 HEADER = "resilient_db_pin"
 ENVIRON = "RESILIENT_DB_PIN"
@@ -61,22 +61,28 @@ def export_pin(unit: Unit | None = None) -> str | None:
     pins = merge_pins(unit.pins, written)
     if not pins:
         return None
-    return dumps_pin(pins, salt=get_settings().pinning.salt)
+    times = pin_times(pins, unit.pinned_at, written)
+    return dumps_pin(pins, salt=get_settings().pinning.salt, written_at=times)
 
 
 def import_pin(token: object) -> dict[str, int | None]:
     """Return the pins in a token from :func:`export_pin` (empty if invalid or expired)."""
+    return _import(token).pins
+
+
+def _import(token: object) -> PinSet:
     from resilient_db.routers.choose import groups
 
     p = get_settings().pinning
     if p.seconds <= 0:
-        return {}
-    return loads_pin(token, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
+        return PinSet()
+    return decode_pins(token, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
 
 
 def pinned_unit(token: object) -> unit_of_work:
     """Return a unit of work (context manager or decorator) starting with the token's pin."""
-    return unit_of_work(pins=import_pin(token))
+    found = _import(token)
+    return unit_of_work(pins=found.pins, pinned_at=found.written_at)
 
 
 def command_unit(func: F) -> F:
@@ -85,7 +91,8 @@ def command_unit(func: F) -> F:
 
     @functools.wraps(func)
     def inner(*args: Any, **kwargs: Any) -> Any:
-        with unit_of_work(pins=import_pin(os.environ.get(ENVIRON))):
+        found = _import(os.environ.get(ENVIRON))
+        with unit_of_work(pins=found.pins, pinned_at=found.written_at):
             return func(*args, **kwargs)
 
     return inner  # type: ignore[return-value]
@@ -121,7 +128,8 @@ def celery_task_prerun(task: Any = None, **kwargs: Any) -> None:
         # nothing was published, so there is no header, but the caller's
         # writes and pins are right here.
         token = export_pin()
-    unit_token = start_unit(import_pin(token))
+    found = _import(token)
+    unit_token = start_unit(found.pins, found.written_at)
     _celery_tokens.set((*_celery_tokens.get(), unit_token))
 
 

@@ -5,6 +5,11 @@ database: lag is measured by the background monitor, so a request never
 waits for a probe. When the registry has no fresh lag for a replica while
 ``MAX_REPLICA_LAG`` is set, the replica is not used (and the monitor is
 started, in case this process has none yet, e.g. after a fork).
+
+A new process has measured nothing yet: its first reads go to the primary
+too, but that is a cold start, not a degradation ("lag_unmeasured", logged at
+INFO), until the monitor's first round had time to measure the lag; a replica
+still unmeasured after that is "unknown_lag", a warning like any other.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ _round_robin = itertools.count()
 _last_warned: dict[str, float] = {}
 WARN_EVERY = 30.0
 _warn_lock = threading.Lock()
+# Registry time each replica alias was first found without any lag measurement
+# in this process: the start of its cold-start grace (see _settle).
+_unmeasured_since: dict[str, float] = {}
+_told_cold: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ def reset_stats() -> None:
     """Zero the routing counters (tests)."""
     _counts.clear()
     _last_warned.clear()
+    _unmeasured_since.clear()
+    _told_cold.clear()
 
 
 class ReplicaView(NamedTuple):
@@ -104,7 +115,8 @@ class ReplicaView(NamedTuple):
 
     alias: str
     usable: bool
-    reason: str | None  # "down", "lag", "unknown_lag", "lsn" when not usable
+    # "down", "lag", "unknown_lag", "lag_unmeasured", "lsn" when not usable
+    reason: str | None
     lag: float | None  # effective lag: measured lag plus its age
     lsn: int | None
 
@@ -128,7 +140,20 @@ def inspect_replica(
         return ReplicaView(alias, False, "down", None, None)
     now = registry.now() if now is None else now
     reason, lag, lsn = _judge(registry, alias, max_lag, max_age, min_lsn, now)
+    reason = _settle(alias, reason, now, max_age)
     return ReplicaView(alias, reason is None, reason, lag, lsn)
+
+
+def _settle(alias: str, reason: str | None, now: float, grace: float) -> str | None:
+    """Turn "lag_unmeasured" into "unknown_lag" once the cold start is over.
+
+    ``grace`` is how long a measurement stays fresh (three lag-check intervals
+    plus a probe timeout): by then the monitor has had three rounds to measure.
+    """
+    if reason != "lag_unmeasured":
+        return reason
+    first = _unmeasured_since.setdefault(alias, now)
+    return reason if now - first <= grace else "unknown_lag"
 
 
 def _judge(
@@ -145,6 +170,7 @@ def _judge(
     worst: float | None = 0.0
     lsn: int | None = None
     seen = False
+    measured_any = False
     lsn_known = True
     for t in targets_for(alias):
         h = registry.health(t)
@@ -152,6 +178,7 @@ def _judge(
             continue
         seen = True
         measured = h.lag_measured_at
+        measured_any = measured_any or measured is not None
         lag = h.lag
         if lag is None or measured is None or now - measured > max_age:
             worst = None
@@ -178,7 +205,9 @@ def _judge(
         return None, worst, lsn
     if max_lag is not None:
         if worst is None:
-            return "unknown_lag", None, None
+            # Never measured (a new process) differs from measured-but-unknown
+            # or too old (a replica not replaying, a monitor that stopped).
+            return ("unknown_lag" if measured_any else "lag_unmeasured"), None, None
         if worst > max_lag:
             return "lag", worst, None
     return None, worst, lsn
@@ -225,10 +254,41 @@ def fallback(primary: str, reason: str) -> str:
     return primary
 
 
+def cold_start(primary: str) -> str:
+    """Send a read to ``primary`` because no replica's lag is measured yet; return it.
+
+    The safe choice (a replica of unknown lag may be far behind), but not a
+    degradation: counted and signalled under its own reason, and logged once
+    per primary at INFO, not as the "No usable replica" warning.
+    """
+    from resilient_db.signals import primary_fallback
+
+    _counts[("primary_fallback", primary, "lag_unmeasured")] += 1
+    if primary not in _told_cold:
+        with _warn_lock:
+            if primary not in _told_cold:
+                _told_cold.add(primary)
+                logger.info(
+                    "Replication lag of the replicas of %r not measured yet (new process); "
+                    "reads go to the primary until the health monitor's first probe.",
+                    primary,
+                )
+    primary_fallback.send(sender=ReplicaView, alias=primary, reason="lag_unmeasured")
+    return primary
+
+
 def choose_replica(
-    primary: str, g: Groups, unit: Unit | None, *, min_lsn: int | None = None
+    primary: str,
+    g: Groups,
+    unit: Unit | None,
+    *,
+    min_lsn: int | None = None,
+    skipped: list[str] | None = None,
 ) -> str | None:
-    """Return a usable replica of ``primary`` by policy, or None when there is none."""
+    """Return a usable replica of ``primary`` by policy, or None when there is none.
+
+    ``skipped`` collects why each replica was passed over.
+    """
     replicas = g.replicas.get(primary)
     if not replicas:
         return None
@@ -255,13 +315,18 @@ def choose_replica(
                 usable.append(alias)
             else:
                 _skipped(view, primary)
+                if skipped is not None:
+                    skipped.append(view.reason or "")
             continue
         reason, lag, lsn = _judge(registry, alias, max_lag, g.lag_max_age, min_lsn, now)
+        reason = _settle(alias, reason, now, g.lag_max_age)
         if reason is None:
             usable.append(alias)
             lags.append(float("inf") if lag is None else lag)
         else:
             _skipped(ReplicaView(alias, False, reason, lag, lsn), primary)
+            if skipped is not None:
+                skipped.append(reason)
     if not usable:
         return None
     n = len(usable)

@@ -44,6 +44,9 @@ class Unit:
     # Pins it arrived with: primary alias (or ALL) -> LSN the replica must
     # have replayed (None: time-based, the primary until the pin expires).
     pins: dict[str, int | None] = field(default_factory=dict)
+    # When each of those pins was written (wall clock): a re-signed token keeps
+    # them, so a write elsewhere never extends another primary's pin.
+    pinned_at: dict[str, float] = field(default_factory=dict)
     # Marked by ``db_write``: treat as written even if nothing was detected.
     db_write: bool = False
     # The replica chosen for each primary when STICKY_REPLICA is on.
@@ -113,11 +116,16 @@ def reset_unit(**kwargs: object) -> None:
     _unit.set(None)
 
 
-def start_unit(pins: Mapping[str, int | None] | None = None) -> contextvars.Token[Unit | None]:
+def start_unit(
+    pins: Mapping[str, int | None] | None = None,
+    pinned_at: Mapping[str, float] | None = None,
+) -> contextvars.Token[Unit | None]:
     """Start a fresh unit of work; pass the token to :func:`end_unit`."""
     unit = Unit()
     if pins:
         unit.pins.update(pins)
+        if pinned_at:
+            unit.pinned_at.update({a: t for a, t in pinned_at.items() if a in pins})
     return _unit.set(unit)
 
 
@@ -129,12 +137,17 @@ def end_unit(token: contextvars.Token[Unit | None]) -> None:
 class unit_of_work:  # noqa: N801 - used like contextlib helpers
     """Run a block or callable as its own unit of work (sync and async)."""
 
-    def __init__(self, pins: Mapping[str, int | None] | None = None) -> None:
+    def __init__(
+        self,
+        pins: Mapping[str, int | None] | None = None,
+        pinned_at: Mapping[str, float] | None = None,
+    ) -> None:
         self.pins = dict(pins) if pins else None
+        self.pinned_at = dict(pinned_at) if pinned_at else None
         self._tokens: list[contextvars.Token[Unit | None]] = []
 
     def __enter__(self) -> Unit:
-        token = start_unit(self.pins)
+        token = start_unit(self.pins, self.pinned_at)
         self._tokens.append(token)
         unit = token.var.get()
         assert unit is not None
@@ -145,12 +158,12 @@ class unit_of_work:  # noqa: N801 - used like contextlib helpers
 
     def __call__(self, func: F) -> F:
         """Decorate ``func`` (sync or async) so each call is its own unit."""
-        pins = self.pins
+        pins, pinned_at = self.pins, self.pinned_at
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_inner(*args: Any, **kwargs: Any) -> Any:
-                token = start_unit(pins)
+                token = start_unit(pins, pinned_at)
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -160,7 +173,7 @@ class unit_of_work:  # noqa: N801 - used like contextlib helpers
 
         @functools.wraps(func)
         def inner(*args: Any, **kwargs: Any) -> Any:
-            token = start_unit(pins)
+            token = start_unit(pins, pinned_at)
             try:
                 return func(*args, **kwargs)
             finally:

@@ -20,7 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.models import Model
 
 from resilient_db.routers import context
-from resilient_db.routers.choose import Groups, choose_replica, fallback, groups
+from resilient_db.routers.choose import Groups, choose_replica, cold_start, fallback, groups
 
 
 def _db_of(obj: object) -> str | None:
@@ -79,12 +79,16 @@ class ReplicaRouter:
         # it must win over use_replica (a transaction sees its own writes).
         if connections[primary].in_atomic_block:
             return primary
-        replica = choose_replica(primary, g, unit, min_lsn=min_lsn)
+        skipped: list[str] = []
+        replica = choose_replica(primary, g, unit, min_lsn=min_lsn, skipped=skipped)
         if replica is not None:
             return replica
         if min_lsn is not None:
             # Pinned until a replica replays the client's write: not a fallback.
             return primary
+        if skipped and all(reason == "lag_unmeasured" for reason in skipped):
+            # A new process before its monitor's first probe: not degraded.
+            return cold_start(primary)
         return fallback(primary, "no_usable_replica")
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
