@@ -67,6 +67,16 @@ LABELS = (
 )
 VENDOR_LABELS = {"postgresql": ("postgres_tests",), "mysql": ()}
 
+#: Vendors whose suite runs in one process, and why.
+SERIAL = {
+    "mysql": (
+        "Django clones MySQL test databases for parallel runs with the mysqldump and mysql "
+        "programs, whose sessions write the binary log; the bed's replica then meets tables "
+        "of databases it never saw and stops replicating. In one process every session of "
+        "the suite has sql_log_bin = 0 (suite_settings.py) and the replica is untouched."
+    ),
+}
+
 #: mode -> (engine, features): the stock baseline first.
 MODES = {"stock": ("stock", False), "plain": ("ours", False), "features": ("ours", True)}
 
@@ -245,15 +255,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate; return the exit status (0 when nothing unexpected differs)."""
     import django
 
+    from resilient_db.testing.bed import server as bed_server
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--vendor", choices=sorted(VENDOR_LABELS), default="postgresql")
     parser.add_argument("--labels", nargs="*", help="Django test labels (default: the gate's set)")
     parser.add_argument("--modes", default="plain,features", help="modes of ours to compare")
-    parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--parallel", type=int, default=None,
+        help="test processes (default: one per CPU on PostgreSQL, 1 on MySQL: see SERIAL)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="where the suite is unpacked")
     parser.add_argument("--out", type=Path, default=None, help="where logs and results go")
     args = parser.parse_args(argv)
 
+    if args.parallel is None:
+        args.parallel = 1 if args.vendor in SERIAL else os.cpu_count() or 1
+    elif args.parallel > 1 and args.vendor in SERIAL:
+        parser.error(f"--parallel must be 1 on {args.vendor}: {SERIAL[args.vendor]}")
     version = django.get_version()
     cache = args.cache or Path(tempfile.gettempdir()) / "resilient-db-django-suite"
     out = args.out or cache / "runs"
@@ -281,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n== {args.vendor}, ours ({mode}) against stock, Django {version} ==")
             print(render(comparison))
             if comparison.regressed or comparison.missing:
+                failed = True
+        for name in ("pg_replica", "maria_replica"):
+            # The suite must leave the bed as it found it for whatever runs next.
+            if not bed_server(name).healthy():
+                print(f"django_suite: the bed's {name} stopped replicating during the runs")
                 failed = True
     print(f"\ndjango_suite: {'FAILED' if failed else 'passed'} ({args.vendor}, Django {version})")
     return 1 if failed else 0

@@ -42,7 +42,8 @@ def _database(name: str) -> dict[str, object]:
         "NAME": _bed.maria_db,
         # Kept out of the binary log: the suite's DDL is of no use to the
         # bed's replica, and a statement the replica cannot apply would stop
-        # replication for the tests that run after the gate.
+        # replication for the tests that run after the gate. (That is also
+        # why the gate runs the MySQL suite in one process: see gate.SERIAL.)
         "OPTIONS": {"init_command": "SET SESSION sql_log_bin = 0"},
         "TEST": {
             "NAME": f"test_suite_{_run}_{name}",
