@@ -22,9 +22,9 @@ from django.db import DatabaseError
 from resilient_db import signals
 from resilient_db.backends import liveness
 from resilient_db.backends.pooling import is_pooled
-from resilient_db.backends.roles import server_is_read_only
+from resilient_db.backends.roles import node_not_ready, server_is_read_only
 from resilient_db.conf import get_settings
-from resilient_db.exceptions import AllTargetsDown, Attempt
+from resilient_db.exceptions import AllTargetsDown, Attempt, NodeNotReady
 from resilient_db.health.errors import Category, classify
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.targets import Target, build_targets
@@ -173,6 +173,11 @@ def _attempt(
     db._rdb_connecting = True
     try:
         db._rdb_vendor_connect()
+        # A Galera node outside the Primary component or not Synced takes the
+        # connection but refuses reads and writes alike (ERROR 1047).
+        problem = node_not_ready(db.vendor, db.connection)
+        if problem is not None:
+            raise NodeNotReady(f"{target.label}: {problem}")
         if want_writer and server_is_read_only(db.vendor, db.connection):
             raise TargetIsReadOnly(target.label)
     except BaseException:
