@@ -10,8 +10,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connections
-
 
 @dataclasses.dataclass
 class Outcome:
@@ -30,24 +28,35 @@ class Outcome:
 class Load:
     """Two threads, each alternating a write (a unique token) and a read."""
 
-    base_alias: str
+    backend: type[Any]
     settings_dict: dict[str, Any]
     alias: str
     table: str
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     pause: float = 0.02
+    #: Reads go to this alias (a replica alias) when set; else to ``alias``.
+    read_settings: dict[str, Any] | None = None
+    read_alias: str = ""
 
     def _worker(self) -> None:
-        backend = type(connections[self.base_alias])
-        db = backend(copy.deepcopy(self.settings_dict), alias=self.alias)
+        db = self.backend(copy.deepcopy(self.settings_dict), alias=self.alias)
+        reader = db
+        if self.read_settings is not None:
+            reader = self.backend(copy.deepcopy(self.read_settings), alias=self.read_alias)
         try:
             while not self.stop.is_set():
-                for kind in ("write", "read"):
-                    self._one(db, kind)
+                self._one(db, "write")
+                self._one(reader, "read")
+                # The request boundary Django's handlers give every connection
+                # (close_old_connections): a broken one is closed here.
+                db.close_if_unusable_or_obsolete()
+                if reader is not db:
+                    reader.close_if_unusable_or_obsolete()
                 time.sleep(self.pause)
         finally:
             db.close()
+            reader.close()
 
     def _one(self, db: Any, kind: str) -> None:
         token = uuid.uuid4().hex if kind == "write" else None

@@ -128,7 +128,7 @@ def test_write_refused_with_1047_on_a_persistent_connection_runs_once_elsewhere(
 
 def _load(ha: HaConfig, first: str) -> Load:
     sd = dict(connections["galera"].settings_dict)
-    return Load(base_alias="mysql", settings_dict=sd, alias="galera", table=TABLE)
+    return Load(backend=type(connections["mysql"]), settings_dict=sd, alias="galera", table=TABLE)
 
 
 def _report(name: str, load: Load, extra: str = "") -> str:

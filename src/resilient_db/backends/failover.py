@@ -146,6 +146,13 @@ def connect_with_failover(db: ResilientMixin) -> None:
             break
         remaining = deadline - time.monotonic()
         pause = _pause(registry, targets, settings.retry.backoff)
+        if want_writer and any(category is Category.READ_ONLY for _, category in failed):
+            # No member is writable, but some answered read-only: a leader
+            # change is under way and any of them may be promoted next, so
+            # they are asked again after RETRY.BACKOFF, not when the dead
+            # one's back-off ends.
+            pause = max(min(pause, settings.retry.backoff) if pause is not None
+                        else settings.retry.backoff, _MIN_PAUSE)
         if remaining <= 0 or pause is None or pause >= remaining:
             if tried_once:
                 break

@@ -21,9 +21,10 @@ __all__ = ["MEMBERS", "NODES", "PATRONI_TIMINGS", "HaConfig", "ha_config"]
 MEMBERS: tuple[str, ...] = ("pg_ha_1", "pg_ha_2", "pg_ha_3")
 NODES: tuple[str, ...] = ("galera_1", "galera_2", "galera_3")
 
-#: Patroni's own timings: they set the failover floor (about ttl + loop_wait
-#: after a leader dies) and keep Patroni's rule loop_wait + 2 * retry_timeout <= ttl.
-PATRONI_TIMINGS: dict[str, int] = {"ttl": 10, "loop_wait": 2, "retry_timeout": 4}
+#: Patroni's own timings: they set the failover floor (about ttl after a leader
+#: dies) and keep Patroni's rule loop_wait + 2 * retry_timeout <= ttl. ttl is
+#: 20 because Patroni 4 raises any smaller value to 20.
+PATRONI_TIMINGS: dict[str, int] = {"ttl": 20, "loop_wait": 2, "retry_timeout": 4}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -427,7 +427,10 @@ class PatroniCluster:
         if leader is None:
             raise BedError("no leader to switch over from")
         if candidate is None:
-            candidate = next(n for n in self.replicas_streaming() if n != leader)
+            # In synchronous mode Patroni switches over only to a synchronous standby.
+            members = self.topology().get("members", [])
+            sync = [str(m["name"]) for m in members if m.get("role") == "sync_standby"]
+            candidate = (sync or [n for n in self.replicas_streaming() if n != leader])[0]
         body = json.dumps({"leader": leader, "candidate": candidate}).encode()
         request = urllib.request.Request(
             f"http://{self.cfg.host}:{self.members[leader].rest_port}/switchover",
