@@ -187,3 +187,47 @@ def test_galera_node_isolated_under_load(ha_bed, table, fresh_registry, capsys):
     assert not late
     # A commit in flight waits for Galera's own view change (evs.inactive_timeout, 4 s).
     assert load.worst() < 4.0 + 2.0
+
+
+def test_persistent_connection_returns_to_the_preferred_node_once_it_is_synced_again(
+    ha_bed, table, fresh_registry, capsys
+):
+    from resilient_db.conf import get_settings
+    from resilient_db.health.monitor import Monitor
+
+    # The monitor re-probes the down node; the connection moves back at a safe
+    # point (between statements outside atomic()). Its cycles run here, at its
+    # own interval, because the ad-hoc alias exists in this thread only.
+    monitor, every = Monitor(), get_settings().health.lag_check_interval
+    node_1 = f":{ha_bed.node_port('galera_1')}/"
+    with _alias(ha_bed, "galera_1", max_age=None), _cluster_settings(ha_bed, "galera_1"), \
+            persistent("galera"):
+        db = connections["galera"]
+
+        def where() -> str:
+            with db.cursor() as cursor:
+                cursor.execute(f"SELECT COUNT(*) FROM {TABLE}")
+            return db._rdb_target.label
+
+        assert node_1 in where()
+        table.isolate("galera_1")
+        moved = where()
+        table.rejoin("galera_1")
+        synced_at = time.monotonic()
+        back_at = None
+        cycle_at = 0.0
+        while time.monotonic() - synced_at < 15.0:
+            if time.monotonic() - cycle_at >= every:
+                cycle_at = time.monotonic()
+                monitor.run_once()
+            if node_1 in where():
+                back_at = time.monotonic()
+                break
+            time.sleep(0.05)
+    with capsys.disabled():
+        took = "never" if back_at is None else f"{back_at - synced_at:.2f} s"
+        print(f"\ngalera node back in traffic after it was Synced again: {took}")
+    assert node_1 not in moved
+    assert back_at is not None
+    # CHECK_INTERVAL (the first back-off) of the test settings plus the once-a-second check.
+    assert back_at - synced_at <= 3.0
