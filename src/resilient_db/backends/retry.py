@@ -316,7 +316,7 @@ def refused_write(exc: BaseException) -> bool:
 def not_run(exc: BaseException) -> bool:
     """Tell whether a Galera node refused ``exc``'s statement: it ran nowhere (1047, 1180)."""
     for error in (exc, exc.__cause__):
-        args = getattr(error, "args", ())
+        args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
         if len(args) < 2 or not isinstance(args[1], str):
             continue
         text = args[1].lower()
