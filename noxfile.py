@@ -203,6 +203,28 @@ def chaos(session: nox.Session) -> None:
     session.run("pytest", "tests/chaos", "-m", "slow", *session.posargs, env=env)
 
 
+@nox.session(python="3.11")
+@nox.parametrize("driver", list(DRIVERS))
+def ha(session: nox.Session, driver: str) -> None:
+    """Bring the HA clusters up (Patroni, Galera), run tests/ha against them, take them down.
+
+    Not part of ``ci``: Patroni's own failover alone takes about 20 s per leader
+    kill, and the whole session several minutes.
+    """
+    _install_system_packages(session)
+    session.run(
+        sys.executable, "-m", "resilient_db.testing.ha", "install",
+        env={"PYTHONPATH": str(HERE / "src")}, external=True,
+    )
+    session.install(".", "django>=5.2,<5.3", *DRIVERS[driver], *TEST_DEPS)
+    env = {**TEST_ENV, "RESILIENT_DB_HA": "1"}
+    session.run("python", "-m", "resilient_db.testing.ha", "up", env=env)
+    try:
+        session.run("pytest", "tests/ha", "-m", "ha", *session.posargs, env=env)
+    finally:
+        session.run("python", "-m", "resilient_db.testing.ha", "down", env=env)
+
+
 # Django's own test suite, run with Django's engines and with ours (the gate
 # of tests/django_suite/gate.py): vendor -> the drivers to install.
 SUITE_DRIVERS = {

@@ -10,7 +10,7 @@ import pymysql
 import pytest
 from django.test import override_settings
 
-from resilient_db.exceptions import AllTargetsDown, ConnectionLost, OutcomeUnknown
+from resilient_db.exceptions import AllTargetsDown, ConnectionLost, NodeNotReady, OutcomeUnknown
 from resilient_db.health.errors import Category, classify, explain
 
 # The table covers both PostgreSQL drivers; a test cell with only one of them
@@ -154,6 +154,22 @@ def test_1290_is_read_only_only_for_the_read_only_option() -> None:
     assert classify(other) is C.QUERY_ERROR
 
 
+@pytest.mark.parametrize("module", [MySQLdb, pymysql], ids=["mysqlclient", "pymysql"])
+def test_galera_refusals_are_node_failures_and_1047_elsewhere_is_not(module) -> None:
+    # The exact texts MariaDB 10.11 with galera-4 sent on the test bed's cluster.
+    not_ready = module.OperationalError(1047, "WSREP has not yet prepared node for application use")
+    commit = module.OperationalError(
+        1180,
+        "Error while appending streaming replication fragment"
+        "(provider status: Not connected to Primary Component)",
+    )
+    unknown_command = module.OperationalError(1047, "Unknown command")
+    assert classify(not_ready) is C.SERVER_STARTING
+    assert classify(django_wrapped(not_ready)).target_failed
+    assert classify(commit) is C.SERVER_STARTING
+    assert classify(unknown_command) is C.QUERY_ERROR
+
+
 MESSAGES = [
     ("server closed the connection unexpectedly\n\tThis probably means...", C.CONNECTION_LOST),
     ("consuming input failed: server closed the connection unexpectedly", C.CONNECTION_LOST),
@@ -272,6 +288,7 @@ def test_project_exceptions() -> None:
     assert classify(OutcomeUnknown("x")) is C.OUTCOME_UNKNOWN
     assert classify(ConnectionLost("x")) is C.CONNECTION_LOST
     assert classify(AllTargetsDown("default", [])) is C.CANNOT_CONNECT
+    assert classify(NodeNotReady("Galera node not usable")) is C.SERVER_STARTING
     # An OutcomeUnknown caused by a terminated session is still unknown.
     exc = OutcomeUnknown("commit lost")
     exc.__cause__ = pg3("57P01")

@@ -34,6 +34,14 @@ class OutcomeUnknown(ResilientDBError, OperationalError):
     """
 
 
+class NodeNotReady(ResilientDBError, OperationalError):
+    """A server accepted the connection but may not serve queries yet.
+
+    A Galera node outside the Primary component, not ready or not Synced:
+    nothing was run on it, so the connection goes to another target.
+    """
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One failed connection attempt: which target, and why (no secrets)."""

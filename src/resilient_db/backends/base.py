@@ -205,17 +205,31 @@ class ResilientMixin(_Base):
 
     def _rdb_back_to_own_target(self, now: float) -> bool:
         # A replica alias that fell back to its primary returns to its own
-        # servers once one of them is usable again (checked at most once a
-        # second, so a persistent connection does not stay on the primary).
+        # servers once one of them is usable again; a connection that failed
+        # over to a lower-priority target returns to a preferred one (a node
+        # back in service after a leader change or a Galera rejoin). Checked
+        # at most once a second, and only here, between units of work.
         target = self._rdb_target
-        if target is None or target.alias == self.alias or now - self._rdb_fallback_checked < 1.0:
+        if target is None or now - self._rdb_fallback_checked < 1.0:
             return False
         self._rdb_fallback_checked = now
         from resilient_db.backends.failover import targets_of
         from resilient_db.health.registry import get_registry
 
         registry = get_registry()
-        return any(registry.is_available(t) for t in targets_of(self))
+        targets = targets_of(self)
+        if target.alias != self.alias:
+            return any(registry.is_available(t) for t in targets)
+        if get_settings().alias(self.alias).policy != "priority" or target not in targets:
+            return False
+        preferred = targets[: targets.index(target)]
+        # Only targets the registry has seen usable: an unknown one is not a
+        # reason to drop a working connection.
+        for candidate in preferred:
+            record = registry.health(candidate)
+            if record.usable and record.updated_at is not None:
+                return True
+        return False
 
     def _rdb_replace_if_dead(self) -> None:
         if self._rdb_discard:

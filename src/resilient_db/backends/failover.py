@@ -22,9 +22,9 @@ from django.db import DatabaseError
 from resilient_db import signals
 from resilient_db.backends import liveness
 from resilient_db.backends.pooling import is_pooled
-from resilient_db.backends.roles import server_is_read_only
+from resilient_db.backends.roles import node_not_ready, server_is_read_only
 from resilient_db.conf import get_settings
-from resilient_db.exceptions import AllTargetsDown, Attempt
+from resilient_db.exceptions import AllTargetsDown, Attempt, NodeNotReady
 from resilient_db.health.errors import Category, classify
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.targets import Target, build_targets
@@ -146,6 +146,13 @@ def connect_with_failover(db: ResilientMixin) -> None:
             break
         remaining = deadline - time.monotonic()
         pause = _pause(registry, targets, settings.retry.backoff)
+        if want_writer and any(category is Category.READ_ONLY for _, category in failed):
+            # No member is writable, but some answered read-only: a leader
+            # change is under way and any of them may be promoted next, so
+            # they are asked again after RETRY.BACKOFF, not when the dead
+            # one's back-off ends.
+            pause = max(min(pause, settings.retry.backoff) if pause is not None
+                        else settings.retry.backoff, _MIN_PAUSE)
         if remaining <= 0 or pause is None or pause >= remaining:
             if tried_once:
                 break
@@ -173,6 +180,11 @@ def _attempt(
     db._rdb_connecting = True
     try:
         db._rdb_vendor_connect()
+        # A Galera node outside the Primary component or not Synced takes the
+        # connection but refuses reads and writes alike (ERROR 1047).
+        problem = node_not_ready(db.vendor, db.connection)
+        if problem is not None:
+            raise NodeNotReady(f"{target.label}: {problem}")
         if want_writer and server_is_read_only(db.vendor, db.connection):
             raise TargetIsReadOnly(target.label)
     except BaseException:

@@ -116,6 +116,8 @@ def _on_error(
     what = describe(category.value, stalled)
     if db.in_atomic_block or not db.autocommit:
         raise lost_in_transaction(db, exc, category, what) from exc
+    if stalled is None and not_run(exc):
+        return _run_elsewhere(db, exc, execute, sql, params, many, context)
     mode = current_mode()
     # A proven read is retried only where the server refuses writes (rule 3);
     # the idempotent() scope vouches for the statement, writes included.
@@ -309,6 +311,53 @@ def refused_write(exc: BaseException) -> bool:
         if args and isinstance(args[0], int) and args[0] in _REFUSED_ERRNOS:
             return True
     return False
+
+
+def not_run(exc: BaseException) -> bool:
+    """Tell whether a Galera node refused ``exc``'s statement: it ran nowhere (1047, 1180)."""
+    for error in (exc, exc.__cause__):
+        args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
+        if len(args) < 2 or not isinstance(args[1], str):
+            continue
+        text = args[1].lower()
+        if args[0] == 1047 and "wsrep" in text:
+            return True
+        # A commit the node could not replicate: rolled back, committed nowhere.
+        if args[0] == 1180 and "not connected to primary component" in text:
+            return True
+    return False
+
+
+def _run_elsewhere(
+    db: ResilientMixin,
+    exc: DatabaseError,
+    execute: Execute,
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    # A Galera node outside the Primary component refuses a statement before
+    # running it (ERROR 1047): read or write, it ran nowhere, so it goes once
+    # to another node (the refusing one is already marked down). Any error of
+    # that one run is the caller's: nothing is sent a third time.
+    from resilient_db.backends.failover import discard_connection
+    from resilient_db.health.errors import Category
+
+    failed_target = db._rdb_target
+    discard_connection(db)
+    db._rdb_reconnect_reason = Category.SERVER_STARTING.value
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        context["cursor"].cursor = db.create_cursor(getattr(context["cursor"].cursor, "name", None))
+    result = execute(sql, params, many, context)
+    target = db._rdb_target
+    logger.warning(
+        "%s of %r refused a statement before running it (not ready); ran it on %s",
+        failed_target.label if failed_target else "A node", db.alias,
+        target.label if target else "?",
+    )
+    return result
 
 
 def _refused(db: ResilientMixin, what: str, exc: BaseException) -> OutcomeUnknown:

@@ -31,3 +31,16 @@ def server_is_read_only(vendor: str, conn: Any) -> bool | None:
     if not row:
         return None
     return bool(row[0])
+
+
+def node_not_ready(vendor: str, conn: Any) -> str | None:
+    """Return why the server behind ``conn`` may serve no query (a Galera node), or None."""
+    if vendor != "mysql":
+        return None
+    from resilient_db.health.galera import node_problem
+
+    cursor = conn.cursor()
+    try:
+        return node_problem(cursor)
+    finally:
+        cursor.close()

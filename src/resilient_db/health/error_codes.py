@@ -106,6 +106,9 @@ ERRNO_CODES: Mapping[int, Category] = {
     **dict.fromkeys((2006, 2013, 2014, 2027, 2055, 4031, 1927), C.CONNECTION_LOST),
     **dict.fromkeys((1152, 1153, 1158, 1159, 1160, 1161, 1184), C.CONNECTION_LOST),
     1053: C.SERVER_STARTING,  # ER_SERVER_SHUTDOWN
+    # Galera: "WSREP has not yet prepared node for application use" (non-Primary,
+    # joining, not ready). Nothing ran; the node must be taken out of service.
+    1047: C.SERVER_STARTING,
     **dict.fromkeys((1040, 1203, 1226), C.TOO_MANY_CONNECTIONS),
     **dict.fromkeys((1290, 1836), C.READ_ONLY),
     **dict.fromkeys((1213, 1205), C.RETRYABLE_CONFLICT),
@@ -124,6 +127,9 @@ MESSAGES: tuple[tuple[Category, tuple[str, ...]], ...] = (
             "the database system is not yet accepting connections",
             "the database system is not accepting connections",
             "server shutdown in progress",
+            "wsrep has not yet prepared node for application use",
+            # Galera's 1180 on COMMIT when the node left the Primary component.
+            "not connected to primary component",
         ),
     ),
     (

@@ -133,6 +133,10 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
         if found is C.READ_ONLY and number == 1290 and "read" not in _message(e).lower():
             # 1290 is any "the server runs with option X"; only --read-only is a role.
             found = C.QUERY_ERROR
+        if found is C.SERVER_STARTING and number == 1047 and "wsrep" not in _message(e).lower():
+            # 1047 is MySQL's "unknown command" too; only Galera's WSREP
+            # variant says the node is not ready for application use.
+            found = C.QUERY_ERROR
         if found is not None:
             return Verdict(found, f"errno {number}")
         if number == 0 and _is_interface(e):
@@ -223,8 +227,15 @@ def raised_by_django(exc: BaseException) -> bool:
 
 
 def _own_exception(exc: BaseException) -> Category | None:
-    from resilient_db.exceptions import AllTargetsDown, ConnectionLost, OutcomeUnknown
+    from resilient_db.exceptions import (
+        AllTargetsDown,
+        ConnectionLost,
+        NodeNotReady,
+        OutcomeUnknown,
+    )
 
+    if isinstance(exc, NodeNotReady):
+        return C.SERVER_STARTING
     if isinstance(exc, OutcomeUnknown):
         return C.OUTCOME_UNKNOWN
     if isinstance(exc, ConnectionLost):

@@ -1,6 +1,8 @@
 """MariaDB / MySQL probe through ``MySQLdb`` (mysqlclient, or PyMySQL installed as it).
 
 Role: ``@@global.read_only`` (a read-only server is a replica for routing).
+A Galera node that is not ready, not in the Primary component or not Synced
+fails the probe (:mod:`resilient_db.health.galera`).
 Lag: ``Seconds_Behind_Master`` (``Seconds_Behind_Source`` on MySQL 8) from
 ``SHOW SLAVE STATUS`` / ``SHOW REPLICA STATUS``; ``NULL`` there (replication
 stopped) is unknown lag. Reading it needs the ``SLAVE MONITOR`` privilege on
@@ -56,6 +58,8 @@ def probe_mysql(
     """Connect, read role (and lag), close; raise the driver's error on failure."""
     import MySQLdb
 
+    from resilient_db.exceptions import NodeNotReady
+    from resilient_db.health.galera import node_problem
     from resilient_db.health.probes import Measurement
 
     started = time.monotonic()
@@ -68,6 +72,11 @@ def probe_mysql(
         cur.execute("SELECT @@global.read_only")
         (read_only,) = cur.fetchone()
         latency = time.monotonic() - started
+        # A Galera node that is not Synced in the Primary component answers
+        # this probe but no query on a table: it is down for routing.
+        problem = node_problem(cur)
+        if problem is not None:
+            raise NodeNotReady(problem)
         role = "replica" if int(read_only) else "primary"
         lag: float | None = None
         note: str | None = None
