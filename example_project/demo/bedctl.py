@@ -19,13 +19,16 @@ __all__ = [
     "available",
     "ensure_up",
     "freeze",
+    "drain",
     "kill",
+    "kill_sessions",
     "pause_replay",
     "resume_replay",
     "start",
     "stop",
     "stop_all",
     "thaw",
+    "undrain",
 ]
 
 
@@ -161,3 +164,41 @@ def replica_lag() -> float | None:
             "SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
         ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def kill_sessions() -> int:
+    """Terminate every session of the site's database user, on the primary and the replica."""
+    from resilient_db.testing import bed
+    from resilient_db.testing.faults_pg import PgTerminator
+
+    cfg = bed.config()
+    terminate = PgTerminator(cfg)
+    return sum(terminate(user=cfg.pg_user, server=name) for name in ("pg_primary", "pg_replica"))
+
+
+_paused: dict[str, object] = {}
+
+
+def drain(name: str) -> None:
+    """``PAUSE`` the PgBouncer ``name``: new queries wait, as during a pooler's drain."""
+    from resilient_db.testing.faults_pg import BouncerAdmin
+
+    console = BouncerAdmin(name)
+    # In session pooling PAUSE completes only when every client let go of its
+    # server link; without waiting, new queries already wait from now on.
+    console.pause(wait=False)
+    _paused[name] = console
+
+
+def undrain(name: str) -> None:
+    """``RESUME`` a PgBouncer paused by :func:`drain`."""
+    from resilient_db.testing.faults_pg import BouncerAdmin
+
+    console = _paused.pop(name, None)
+    assert console is None or isinstance(console, BouncerAdmin)
+    (console or BouncerAdmin(name)).resume()
+
+
+def drained() -> list[str]:
+    """Return the PgBouncers paused by :func:`drain` and not resumed yet."""
+    return sorted(_paused)

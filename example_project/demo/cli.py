@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--keep-bed", action="store_true", help="leave the bed running")
     demo = sub.add_parser("demo", help="check, then the live failure demo (about two minutes)")
     demo.add_argument("--duration", type=float, default=None,
-                      help="seconds of traffic per run (default 110, 60 each with --compare)")
+                      help="seconds of traffic per run (default 135, 75 each with --compare)")
     mode = demo.add_mutually_exclusive_group()
     mode.add_argument("--stock", action="store_true",
                       help="run the faults against Django's stock backend instead")
@@ -134,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     demo.add_argument("--keep-bed", action="store_true", help="leave the bed running")
     demo.add_argument("--keep-logs", action="store_true", help="keep the app server's log")
+    demo.add_argument("--no-web", dest="web", action="store_false",
+                      help="no web dashboard (by default the demo serves one at /demo/)")
+    demo.add_argument("--web-port", type=int, default=0,
+                      help="port of the web dashboard (default: a free one)")
+    demo.add_argument("--web-linger", type=float, default=0.0,
+                      help="keep the web dashboard up this many seconds after the end")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":

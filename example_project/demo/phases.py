@@ -31,6 +31,30 @@ class FaultState:
     killed: set[str] = field(default_factory=set)
     stopped: set[str] = field(default_factory=set)
     replay_paused: bool = False
+    drained: set[str] = field(default_factory=set)
+
+
+def kill_sessions(state: FaultState) -> str:
+    """Terminate every session of the site on the primary and the replica."""
+    n = bedctl.kill_sessions()
+    return f"terminated {n} sessions of the site (pg_terminate_backend on primary and replica)"
+
+
+def drain_peer(state: FaultState) -> str:
+    """PAUSE the PgBouncer carrying the writes: it takes connections, queries wait."""
+    name = state.busiest_peer()
+    bedctl.drain(name)
+    state.drained.add(name)
+    return f"paused {name} (PAUSE: new queries wait, as while a pooler drains)"
+
+
+def resume_drained(state: FaultState) -> str:
+    """RESUME the paused PgBouncers."""
+    names = sorted(state.drained)
+    for name in names:
+        bedctl.undrain(name)
+        state.drained.discard(name)
+    return f"resumed {', '.join(names)} (RESUME)"
 
 
 def kill_peer(state: FaultState) -> str:
@@ -111,6 +135,10 @@ def bring_back(state: FaultState) -> str:
     for pid in state.frozen.values():
         bedctl.thaw(pid)
     state.frozen.clear()
+    for name in sorted(state.drained):
+        with contextlib.suppress(Exception):  # a killed or restarted bouncer is not paused
+            bedctl.undrain(name)
+    state.drained.clear()
     if state.replay_paused:
         with contextlib.suppress(Exception):  # the replica may be down: starting it resumes
             bedctl.resume_replay()
@@ -127,10 +155,14 @@ def schedule() -> list[Phase]:
     """Return the demo's phases, in order."""
     return [
         Phase("baseline", "steady traffic, nothing broken", 8),
+        Phase("kill sessions", "terminate every session of the site (primary and replica), twice",
+              8, kill_sessions, kill_sessions, hold=0.5),
         Phase("kill peer", "SIGKILL the PgBouncer carrying the writes",
               16, kill_peer, restart_killed),
         Phase("freeze peer", "SIGSTOP the PgBouncer carrying the writes",
               18, freeze_peer, thaw_frozen),
+        Phase("drain peer", "PAUSE the PgBouncer carrying the writes",
+              14, drain_peer, resume_drained),
         Phase("restart primary", "stop and start PostgreSQL's primary",
               15, restart_primary, None),
         Phase("replica lag", "pause WAL replay past MAX_REPLICA_LAG",

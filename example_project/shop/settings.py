@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
     "orders",
+    "livedemo",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -79,7 +80,9 @@ RESILIENT_DB: dict[str, Any] = {
     "RETRY": {"READS": 2, "DEADLINE": 5.0},
     # Loopback HTTP in development; set PIN_COOKIE_SECURE=1 behind HTTPS.
     "PINNING": {"SECONDS": 5, "SECURE": env.bool("PIN_COOKIE_SECURE", default=False)},
-    "HEALTH": {"PROBE_TIMEOUT": 1.0},
+    # SHOW_HOSTS: the health endpoint names hosts and ports; the demo turns it
+    # on for its loopback-only server so its dashboard can name the servers.
+    "HEALTH": {"PROBE_TIMEOUT": 1.0, "SHOW_HOSTS": env.bool("HEALTH_SHOW_HOSTS", default=False)},
     # A frozen peer (SIGSTOP, a black hole) never answers a statement already
     # sent on an open connection; cut it off after this long so reads fail
     # over. Above the slowest legitimate query of this app by a wide margin.
@@ -95,6 +98,9 @@ TEMPLATES = [
     },
 ]
 STATIC_URL = "static/"
+
+# The live demo's dashboard (/demo/) reads the JSON document run.py demo writes.
+DEMO_STATE_FILE = env.str("SHOP_DEMO_STATE", default="")
 
 LOGGING = {
     "version": 1,
