@@ -62,8 +62,8 @@ def phase_rows(
         rows.append({
             "name": name,
             "what": whats[index],
-            "start": None if start is None else round(start, 1),
-            "end": None if end is None else round(end, 1),
+            "start": None if start is None else round(start, 3),
+            "end": None if end is None else round(end, 3),
             "requests": len(mine),
             "served": sum(1 for s in mine if s.ok),
             "failed": sum(1 for s in mine if s.failed),

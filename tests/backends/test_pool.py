@@ -256,6 +256,37 @@ def test_pooled_alias_returns_to_its_own_server_with_a_fresh_pool(
     assert pools[str(bed.pgbouncer_a_port)] is not first_pool
 
 
+def test_pooled_alias_rides_out_a_frozen_pgbouncer(
+    bed: Any, freeze_peer: Any, fresh_registry: Any
+) -> None:
+    # The pool's idle connections to A look healthy (a frozen server sends
+    # nothing): STALL_TIMEOUT ends the read sent on one, the read is retried,
+    # and new connections go to B's pool. libpq waits at least 2 s to connect.
+    client = Client()
+    durations: list[float] = []
+    failures = 0
+    ports: list[str] = []
+    with pooled_bouncers(bed, STALL_TIMEOUT=0.5, CONNECT_TIMEOUT=2.0, CHECK_INTERVAL=30.0,
+                         MAX_CHECK_INTERVAL=60.0):
+        assert client.get(f"/read/{ALIAS}/").json()["port"] == str(bed.pgbouncer_a_port)
+        freeze_peer("pgbouncer_a")
+        try:
+            for _ in range(15):
+                began = time.monotonic()
+                response = client.get(f"/read/{ALIAS}/")
+                durations.append(time.monotonic() - began)
+                if response.status_code != 200:
+                    failures += 1
+                else:
+                    ports.append(response.json()["port"])
+        finally:
+            freeze_peer.thaw()
+    assert failures == 0
+    assert set(ports[-5:]) == {str(bed.pgbouncer_b_port)}
+    assert max(durations) < 0.5 + 2.0 + 1.0
+    assert max(durations[-5:]) < 0.5
+
+
 def test_a_connection_held_when_its_server_goes_down_is_not_pooled_again(
     bed: Any, kill_peer: Any, fresh_registry: Any
 ) -> None:
