@@ -320,6 +320,30 @@ def test_wrong_password_through_the_pool_is_a_configuration_error(
         assert fresh_registry.health(target).state is State.UP
 
 
+def test_a_check_in_the_pool_options_is_used() -> None:
+    # Django 6.0+ lets OPTIONS["pool"] set the pool's "check"; it must not
+    # clash with the one the engine would set from CONN_HEALTH_CHECKS.
+    checked: list[object] = []
+
+    def check(conn: Any) -> None:
+        checked.append(conn)
+
+    options = {
+        **connections["default"].settings_dict["OPTIONS"],
+        "application_name": APP,
+        "pool": {"min_size": 0, "max_size": 2, "timeout": 5, "check": check},
+    }
+    with adhoc_alias(ALIAS, "default", OPTIONS=options, CONN_MAX_AGE=0) as wrapper:
+        try:
+            assert Item.objects.using(ALIAS).count() == 0
+            wrapper.close()
+            assert Item.objects.using(ALIAS).count() == 0
+            assert checked
+        finally:
+            wrapper.close()
+            wrapper.close_pool()
+
+
 def test_a_full_pool_is_the_pools_own_timeout_not_an_outage() -> None:
     # Django's own suite (backends.postgresql.tests.Tests.test_connect_pool):
     # a checkout that times out raises psycopg_pool.PoolTimeout as stock does,

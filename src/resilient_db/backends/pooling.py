@@ -136,12 +136,15 @@ def pool_of(db: Any) -> Any:
     # target being tried, with its per-attempt connect timeout.
     kwargs = db.get_connection_params()
     kwargs["autocommit"] = True  # as Django does; it sets autocommit itself later
-    check = ConnectionPool.check_connection if db.settings_dict["CONN_HEALTH_CHECKS"] else None
+    # A "check" in the pool options is the user's (Django 6.0+ lets them set it).
+    pool_options.setdefault(
+        "check", ConnectionPool.check_connection if db.settings_dict["CONN_HEALTH_CHECKS"] else None
+    )
     pool_class = _target_pool_class()
     errors = ConnectErrors()
     pool_options["connection_class"] = _counting(pool_options.get("connection_class"), errors)
     pool = pool_class(
-        kwargs=kwargs, open=False, configure=db._configure_connection, check=check, **pool_options
+        kwargs=kwargs, open=False, configure=db._configure_connection, **pool_options
     )
     pool._rdb_errors = errors
     pool._rdb_owner = db.alias
