@@ -12,10 +12,19 @@ import signal
 import time
 from collections.abc import Iterable
 
-from shop.databases import BED_SERVERS, bed_available, use_example_bed
+from shop.databases import (
+    BED_SERVERS,
+    MARIA_SERVERS,
+    bed_available,
+    maria_available,
+    use_example_bed,
+)
 
 __all__ = [
     "BED_SERVERS",
+    "MARIA_SERVERS",
+    "maria_available",
+    "servers",
     "available",
     "ensure_up",
     "freeze",
@@ -45,12 +54,18 @@ def running(name: str) -> bool:
     return bed.server(name).running()
 
 
-def ensure_up(names: Iterable[str] = BED_SERVERS) -> list[str]:
+def servers() -> tuple[str, ...]:
+    """Return the bed servers the demo uses: PostgreSQL's, and MariaDB's when available."""
+    return BED_SERVERS + (MARIA_SERVERS if maria_available() else ())
+
+
+def ensure_up(names: Iterable[str] | None = None) -> list[str]:
     """Start what is not running (initialising on first use); return the names it started."""
     from resilient_db.testing import bed
     from resilient_db.testing.bed_process import RunAs, prepare_dir
 
     use_example_bed()
+    names = servers() if names is None else names
     cfg = bed.config()
     prepare_dir(cfg.root, RunAs())
     started = []
@@ -78,7 +93,8 @@ def start(name: str) -> None:
 
 def stop_all(names: Iterable[str]) -> None:
     """Stop ``names``: peers first, then the replica, then the primary."""
-    order = ["pgbouncer_a", "pgbouncer_b", "pg_replica", "pg_primary"]
+    order = ["maria_peer_a", "maria_peer_b", "maria_primary",
+             "pgbouncer_a", "pgbouncer_b", "pg_replica", "pg_primary"]
     for name in sorted(names, key=order.index):
         stop(name)
 
@@ -167,13 +183,18 @@ def replica_lag() -> float | None:
 
 
 def kill_sessions() -> int:
-    """Terminate every session of the site's database user, on the primary and the replica."""
+    """Terminate every session of the site's database users (PostgreSQL's two servers, MariaDB)."""
     from resilient_db.testing import bed
     from resilient_db.testing.faults_pg import PgTerminator
 
     cfg = bed.config()
     terminate = PgTerminator(cfg)
-    return sum(terminate(user=cfg.pg_user, server=name) for name in ("pg_primary", "pg_replica"))
+    n = sum(terminate(user=cfg.pg_user, server=name) for name in ("pg_primary", "pg_replica"))
+    if maria_available():
+        from resilient_db.testing.faults_maria import MariaKiller
+
+        n += MariaKiller(cfg)(user=cfg.maria_user)
+    return n
 
 
 _paused: dict[str, object] = {}

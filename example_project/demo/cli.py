@@ -45,6 +45,9 @@ def bring_up_bed() -> tuple[list[str], bool]:
         f"replica :{cfg.pg_replica_port}, PgBouncer A :{cfg.pgbouncer_a_port}, "
         f"PgBouncer B :{cfg.pgbouncer_b_port}"
     )
+    if bedctl.maria_available():
+        say(f"  MariaDB primary :{cfg.maria_primary_port}, MariaDB peers (TCP proxies) "
+            f":{cfg.maria_peer_a_port} and :{cfg.maria_peer_b_port}")
     return started, created
 
 
@@ -67,6 +70,12 @@ def migrate_and_check(env: dict[str, str]) -> int:
     if done.returncode != 0:
         say(f"migrate failed (exit {done.returncode})")
         return done.returncode or 1
+    if env.get("SHOP_DB") == "bed" and bedctl.maria_available():
+        say("$ manage.py migrate --database maria")
+        done = manage(["migrate", "--noinput", "--database", "maria"], env=env)
+        if done.returncode != 0:
+            say(f"migrate failed (exit {done.returncode})")
+            return done.returncode or 1
     say("$ manage.py dbhealth")
     health = manage(["dbhealth"], env=env)
     say(f"dbhealth exit status: {health.returncode}")

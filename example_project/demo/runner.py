@@ -56,7 +56,7 @@ def target_names() -> dict[tuple[str, str], str]:
     from resilient_db.testing import bed
 
     cfg = bed.config()
-    return {(cfg.host, str(cfg.port(name))): name for name in bedctl.BED_SERVERS}
+    return {(cfg.host, str(cfg.port(name))): name for name in bedctl.servers()}
 
 
 def name_of(host: str, port: str) -> str:
@@ -85,15 +85,38 @@ def rows_in_database(run_id: str) -> dict[str, int]:
             "SELECT key, count(*) FROM orders_order WHERE key LIKE %s GROUP BY key",
             (f"{run_id}-%",),
         ).fetchall()
-    return {str(key): int(n) for key, n in found}
+    rows = {str(key): int(n) for key, n in found}
+    if bedctl.maria_available():
+        rows.update(maria_rows(run_id))
+    return rows
 
 
-def _busiest_peer(load: Load) -> str:
+def maria_rows(run_id: str) -> dict[str, int]:
+    """Return key -> number of rows of this run's orders on the MariaDB primary itself."""
+    import MySQLdb
+
+    from resilient_db.testing import bed
+
+    cfg = bed.config()
+    conn = MySQLdb.connect(host=cfg.host, port=cfg.maria_primary_port, user=cfg.maria_user,
+                           password=cfg.maria_password, database=cfg.maria_db, connect_timeout=5)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT `key`, COUNT(*) FROM orders_order WHERE `key` LIKE %s GROUP BY `key`",
+            (f"{run_id}-%",),
+        )
+        return {str(key): int(n) for key, n in cursor.fetchall()}
+    finally:
+        conn.close()
+
+
+def _busiest_peer(load: Load, prefix: str = "pgbouncer") -> str:
     now = load.now()
     with load.stats.lock:
         recent = [s for s in load.stats.samples[-2000:] if s.t > now - 3 and s.kind == WRITE]
-    peers = Counter(s.target for s in recent if s.ok and s.target.startswith("pgbouncer"))
-    return peers.most_common(1)[0][0] if peers else "pgbouncer_a"
+    peers = Counter(s.target for s in recent if s.ok and s.target.startswith(prefix))
+    return peers.most_common(1)[0][0] if peers else f"{prefix}_a"
 
 
 def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir: Path,
@@ -108,9 +131,14 @@ def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir
     watch_env = dict(env, SHOP_STOCK="0", MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG)
     server = AppServer(kind, server_env, workdir / f"{mode}-{kind}.log")
     progress = Progress(phases=len(phases), total=duration)
-    load = Load(server.port, run_id, _label, max_seconds=duration + 120)
+    maria = bedctl.maria_available()
+    load = Load(server.port, run_id, _label, max_seconds=duration + 120,
+                maria_writers=1 if maria else 0)
     watcher = HealthWatcher(watch_env, name_of)
-    state = FaultState(busiest_peer=lambda: _busiest_peer(load))
+    state = FaultState(
+        busiest_peer=lambda: _busiest_peer(load),
+        busiest_maria_peer=(lambda: _busiest_peer(load, "maria_peer")) if maria else None,
+    )
     dashboard = Dashboard(
         f"django-resilient-db live demo: {TITLES[mode]} ({kind} on {server.address})",
         load, watcher, progress, live=live,

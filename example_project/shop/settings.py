@@ -72,8 +72,12 @@ if PLAN.replicas:
     _default["REPLICAS"] = PLAN.replicas
     _default["MAX_REPLICA_LAG"] = env.float("MAX_REPLICA_LAG", default=5.0)
 
+_resilient_aliases: dict[str, Any] = {"default": _default} if _default else {}
+if PLAN.maria_peers:
+    _resilient_aliases["maria"] = {"PEERS": PLAN.maria_peers}
+
 RESILIENT_DB: dict[str, Any] = {
-    "DATABASES": {"default": _default} if _default else {},
+    "DATABASES": _resilient_aliases,
     "CHECK_INTERVAL": env.float("RESILIENT_CHECK_INTERVAL", default=1.0),
     "MAX_CHECK_INTERVAL": 8.0,
     "CONNECT_TIMEOUT": env.float("DB_CONNECT_TIMEOUT", default=1.0),
