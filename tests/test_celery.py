@@ -83,7 +83,7 @@ def eager_app() -> Celery:
 def test_docs_and_docstring_give_the_same_worker_hook_up() -> None:
     from resilient_db.backends import workers
 
-    assert docstring_snippet(workers) == docs_snippet("backends.md", "before_work")
+    assert docstring_snippet(workers) == docs_snippet("backends.md", "task_prerun.connect(before_work")
 
 
 @pytest.fixture

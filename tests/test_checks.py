@@ -137,17 +137,11 @@ def test_inconsistent_resilient_db(rdb: dict[str, Any], expected: str) -> None:
         assert "RESILIENT_DB" in m.msg or "DATABASES" in m.msg or "'" in m.msg
 
 
-def test_peers_with_a_pool_are_ignored() -> None:
+def test_peers_with_a_pool_are_not_a_warning() -> None:
+    # W018 said the pool ignored PEERS; each target now has a pool of its own.
     pooled = {**DBS, "default": {**DBS["default"], "OPTIONS": {"pool": {"max_size": 4}}}}
     peers = {"DATABASES": {"default": {"PEERS": [{"HOST": "pg-b"}]}}}
     with db_settings(DATABASES=pooled, RESILIENT_DB=peers):
-        found = [m for m in run_all() if m.id == "resilient_db.W018"]
-    assert len(found) == 1
-    assert found[0].obj == "RESILIENT_DB['DATABASES']['default']['PEERS']"
-    assert found[0].hint
-    with db_settings(DATABASES=pooled, RESILIENT_DB={}):
-        assert "resilient_db.W018" not in {m.id for m in run_all()}
-    with db_settings(DATABASES=DBS, RESILIENT_DB=peers):
         assert "resilient_db.W018" not in {m.id for m in run_all()}
 
 

@@ -12,20 +12,32 @@ import signal
 import time
 from collections.abc import Iterable
 
-from shop.databases import BED_SERVERS, bed_available, use_example_bed
+from shop.databases import (
+    BED_SERVERS,
+    MARIA_SERVERS,
+    bed_available,
+    maria_available,
+    use_example_bed,
+)
 
 __all__ = [
     "BED_SERVERS",
+    "MARIA_SERVERS",
+    "maria_available",
+    "servers",
     "available",
     "ensure_up",
     "freeze",
+    "drain",
     "kill",
+    "kill_sessions",
     "pause_replay",
     "resume_replay",
     "start",
     "stop",
     "stop_all",
     "thaw",
+    "undrain",
 ]
 
 
@@ -42,12 +54,18 @@ def running(name: str) -> bool:
     return bed.server(name).running()
 
 
-def ensure_up(names: Iterable[str] = BED_SERVERS) -> list[str]:
+def servers() -> tuple[str, ...]:
+    """Return the bed servers the demo uses: PostgreSQL's, and MariaDB's when available."""
+    return BED_SERVERS + (MARIA_SERVERS if maria_available() else ())
+
+
+def ensure_up(names: Iterable[str] | None = None) -> list[str]:
     """Start what is not running (initialising on first use); return the names it started."""
     from resilient_db.testing import bed
     from resilient_db.testing.bed_process import RunAs, prepare_dir
 
     use_example_bed()
+    names = servers() if names is None else names
     cfg = bed.config()
     prepare_dir(cfg.root, RunAs())
     started = []
@@ -75,7 +93,8 @@ def start(name: str) -> None:
 
 def stop_all(names: Iterable[str]) -> None:
     """Stop ``names``: peers first, then the replica, then the primary."""
-    order = ["pgbouncer_a", "pgbouncer_b", "pg_replica", "pg_primary"]
+    order = ["maria_peer_a", "maria_peer_b", "maria_primary",
+             "pgbouncer_a", "pgbouncer_b", "pg_replica", "pg_primary"]
     for name in sorted(names, key=order.index):
         stop(name)
 
@@ -161,3 +180,46 @@ def replica_lag() -> float | None:
             "SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
         ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+def kill_sessions() -> int:
+    """Terminate every session of the site's database users (PostgreSQL's two servers, MariaDB)."""
+    from resilient_db.testing import bed
+    from resilient_db.testing.faults_pg import PgTerminator
+
+    cfg = bed.config()
+    terminate = PgTerminator(cfg)
+    n = sum(terminate(user=cfg.pg_user, server=name) for name in ("pg_primary", "pg_replica"))
+    if maria_available():
+        from resilient_db.testing.faults_maria import MariaKiller
+
+        n += MariaKiller(cfg)(user=cfg.maria_user)
+    return n
+
+
+_paused: dict[str, object] = {}
+
+
+def drain(name: str) -> None:
+    """``PAUSE`` the PgBouncer ``name``: new queries wait, as during a pooler's drain."""
+    from resilient_db.testing.faults_pg import BouncerAdmin
+
+    console = BouncerAdmin(name)
+    # In session pooling PAUSE completes only when every client let go of its
+    # server link; without waiting, new queries already wait from now on.
+    console.pause(wait=False)
+    _paused[name] = console
+
+
+def undrain(name: str) -> None:
+    """``RESUME`` a PgBouncer paused by :func:`drain`."""
+    from resilient_db.testing.faults_pg import BouncerAdmin
+
+    console = _paused.pop(name, None)
+    assert console is None or isinstance(console, BouncerAdmin)
+    (console or BouncerAdmin(name)).resume()
+
+
+def drained() -> list[str]:
+    """Return the PgBouncers paused by :func:`drain` and not resumed yet."""
+    return sorted(_paused)

@@ -45,6 +45,9 @@ def bring_up_bed() -> tuple[list[str], bool]:
         f"replica :{cfg.pg_replica_port}, PgBouncer A :{cfg.pgbouncer_a_port}, "
         f"PgBouncer B :{cfg.pgbouncer_b_port}"
     )
+    if bedctl.maria_available():
+        say(f"  MariaDB primary :{cfg.maria_primary_port}, MariaDB peers (TCP proxies) "
+            f":{cfg.maria_peer_a_port} and :{cfg.maria_peer_b_port}")
     return started, created
 
 
@@ -67,6 +70,12 @@ def migrate_and_check(env: dict[str, str]) -> int:
     if done.returncode != 0:
         say(f"migrate failed (exit {done.returncode})")
         return done.returncode or 1
+    if env.get("SHOP_DB") == "bed" and bedctl.maria_available():
+        say("$ manage.py migrate --database maria")
+        done = manage(["migrate", "--noinput", "--database", "maria"], env=env)
+        if done.returncode != 0:
+            say(f"migrate failed (exit {done.returncode})")
+            return done.returncode or 1
     say("$ manage.py dbhealth")
     health = manage(["dbhealth"], env=env)
     say(f"dbhealth exit status: {health.returncode}")
@@ -123,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--keep-bed", action="store_true", help="leave the bed running")
     demo = sub.add_parser("demo", help="check, then the live failure demo (about two minutes)")
     demo.add_argument("--duration", type=float, default=None,
-                      help="seconds of traffic per run (default 110, 60 each with --compare)")
+                      help="seconds of traffic per run (default 135, 75 each with --compare)")
     mode = demo.add_mutually_exclusive_group()
     mode.add_argument("--stock", action="store_true",
                       help="run the faults against Django's stock backend instead")
@@ -134,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     demo.add_argument("--keep-bed", action="store_true", help="leave the bed running")
     demo.add_argument("--keep-logs", action="store_true", help="keep the app server's log")
+    demo.add_argument("--no-web", dest="web", action="store_false",
+                      help="no web dashboard (by default the demo serves one at /demo/)")
+    demo.add_argument("--web-port", type=int, default=0,
+                      help="port of the web dashboard (default: a free one)")
+    demo.add_argument("--web-linger", type=float, default=0.0,
+                      help="keep the web dashboard up this many seconds after the end")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":

@@ -130,10 +130,10 @@ class Dashboard:
         lat = [s.latency for s in phase]
         served: Counter[str] = Counter(s.target for s in phase if s.ok and s.target)
         return (
-            f"[{self.load.now():5.0f}s] {self.progress.name:<15} {rate:5.0f} req/s "
-            f"{failures:4.0f} fail/s {stale:3.0f} stale/s  p50 {ms(percentile(lat, 0.5))}  "
-            f"p99 {ms(percentile(lat, 0.99))}  served: {_share(served)}  "
-            f"| dbhealth {self._health()}"
+            f"[{self.load.now():5.0f}s] {self.progress.name:<15} last 2 s: {rate:4.0f} req/s "
+            f"{failures:3.0f} fail/s {stale:3.0f} stale/s | phase so far: "
+            f"p50 {ms(percentile(lat, 0.5))} p99 {ms(percentile(lat, 0.99))} "
+            f"served: {_share(served)} | dbhealth {self._health()}"
         )
 
     def _frame(self) -> None:
@@ -153,13 +153,13 @@ class Dashboard:
             f"[{bar}] {elapsed:4.0f}/{self.progress.total:.0f} s   phase "
             f"{self.progress.index + 1}/{self.progress.phases}: {self.progress.name}",
             f"  fault:       {self.progress.what}",
-            f"  now:         {rate:5.0f} req/s   {failures:4.0f} failures/s   "
+            f"  last 2 s:    {rate:5.0f} req/s   {failures:4.0f} failures/s   "
             f"{stale_rate:3.0f} stale reads/s",
-            f"  this phase:  {len(phase)} requests, {len(failed)} failed, {stale} stale   p50 "
+            f"  phase so far: {len(phase)} requests, {len(failed)} failed, {stale} stale   p50 "
             f"{ms(percentile(lat, 0.5))}  p95 {ms(percentile(lat, 0.95))}  "
             f"p99 {ms(percentile(lat, 0.99))}  max {ms(max(lat, default=0.0))}",
             f"  errors:      {', '.join(f'{e} x{n}' for e, n in errors.most_common(3)) or '-'}",
-            f"  served by:   {_share(served)}",
+            f"  served by:   {_share(served)} (phase so far)",
             f"  dbhealth:    {self._health()}",
             "  events:",
             *(f"    {e}" for e in self.events[-7:]),

@@ -79,6 +79,7 @@ class Load:
         *,
         readers: int = 4,
         writers: int = 2,
+        maria_writers: int = 0,
         pause: float = 0.04,
         timeout: float = 5.0,
         max_seconds: float = 900.0,
@@ -88,6 +89,7 @@ class Load:
         self.label = label
         self.readers = readers
         self.writers = writers
+        self.maria_writers = maria_writers
         self.pause = pause
         self.timeout = timeout
         self.phase = 0
@@ -104,6 +106,9 @@ class Load:
             self._spawn(f"reader-{i}", self._reader)
         for i in range(self.writers):
             self._spawn(f"writer-{i}", self._writer, i)
+        # Orders on the MariaDB alias: the same write and read-back, other servers.
+        for i in range(self.maria_writers):
+            self._spawn(f"maria-writer-{i}", self._writer, f"m{i}", "/api/maria/orders/")
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -200,7 +205,7 @@ class Load:
         finally:
             conn.close()
 
-    def _writer(self, index: int) -> None:
+    def _writer(self, index: int | str, api: str = "/api/orders/") -> None:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
         cookies: dict[str, str] = {}
         n = 0
@@ -213,7 +218,7 @@ class Load:
                     self.stats.writes[key] = record
                 body = {"key": key, "customer": f"load-{index}", "item": "widget", "quantity": 1}
                 status, data, set_cookies, conn = self._call(
-                    conn, WRITE, "POST", "/api/orders/", 201, body, cookies
+                    conn, WRITE, "POST", api, 201, body, cookies
                 )
                 for header in set_cookies:
                     name, _, rest = header.partition("=")
@@ -223,7 +228,7 @@ class Load:
                     record.acks += 1
                     self._sleep()
                     _, _, _, conn = self._call(
-                        conn, OWN_READ, "GET", f"/api/orders/{key}/", 200, cookies=cookies
+                        conn, OWN_READ, "GET", f"{api}{key}/", 200, cookies=cookies
                     )
                 self._sleep()
         finally:

@@ -27,18 +27,55 @@ class FaultState:
     """What is broken right now, so the demo can always put everything back."""
 
     busiest_peer: Callable[[], str]
+    # The MariaDB peer carrying the MariaDB writes (None: no MariaDB in this demo).
+    busiest_maria_peer: Callable[[], str] | None = None
     frozen: dict[str, int] = field(default_factory=dict)
     killed: set[str] = field(default_factory=set)
     stopped: set[str] = field(default_factory=set)
     replay_paused: bool = False
+    drained: set[str] = field(default_factory=set)
+
+
+def kill_sessions(state: FaultState) -> str:
+    """Terminate every session of the site on the primary and the replica."""
+    n = bedctl.kill_sessions()
+    how = "pg_terminate_backend on primary and replica"
+    if state.busiest_maria_peer is not None:
+        how += ", KILL CONNECTION on MariaDB"
+    return f"terminated {n} sessions of the site ({how})"
+
+
+def drain_peer(state: FaultState) -> str:
+    """PAUSE the PgBouncer carrying the writes: it takes connections, queries wait."""
+    name = state.busiest_peer()
+    bedctl.drain(name)
+    state.drained.add(name)
+    return f"paused {name} (PAUSE: new queries wait, as while a pooler drains)"
+
+
+def resume_drained(state: FaultState) -> str:
+    """RESUME the paused PgBouncers."""
+    names = sorted(state.drained)
+    for name in names:
+        bedctl.undrain(name)
+        state.drained.discard(name)
+    return f"resumed {', '.join(names)} (RESUME)"
+
+
+def _peers(state: FaultState) -> list[str]:
+    names = [state.busiest_peer()]
+    if state.busiest_maria_peer is not None:
+        names.append(state.busiest_maria_peer())
+    return names
 
 
 def kill_peer(state: FaultState) -> str:
-    """SIGKILL the PgBouncer carrying the writes."""
-    name = state.busiest_peer()
-    bedctl.kill(name)
-    state.killed.add(name)
-    return f"killed {name} (SIGKILL)"
+    """SIGKILL the PgBouncer (and the MariaDB peer) carrying the writes."""
+    names = _peers(state)
+    for name in names:
+        bedctl.kill(name)
+        state.killed.add(name)
+    return f"killed {' and '.join(names)} (SIGKILL)"
 
 
 def restart_killed(state: FaultState) -> str:
@@ -51,10 +88,11 @@ def restart_killed(state: FaultState) -> str:
 
 
 def freeze_peer(state: FaultState) -> str:
-    """SIGSTOP the PgBouncer carrying the writes: it accepts TCP but never answers."""
-    name = state.busiest_peer()
-    state.frozen[name] = bedctl.freeze(name)
-    return f"froze {name} (SIGSTOP: a black hole)"
+    """SIGSTOP the PgBouncer (and the MariaDB peer) carrying the writes: a black hole."""
+    names = _peers(state)
+    for name in names:
+        state.frozen[name] = bedctl.freeze(name)
+    return f"froze {' and '.join(names)} (SIGSTOP: a black hole)"
 
 
 def thaw_frozen(state: FaultState) -> str:
@@ -111,6 +149,10 @@ def bring_back(state: FaultState) -> str:
     for pid in state.frozen.values():
         bedctl.thaw(pid)
     state.frozen.clear()
+    for name in sorted(state.drained):
+        with contextlib.suppress(Exception):  # a killed or restarted bouncer is not paused
+            bedctl.undrain(name)
+    state.drained.clear()
     if state.replay_paused:
         with contextlib.suppress(Exception):  # the replica may be down: starting it resumes
             bedctl.resume_replay()
@@ -127,10 +169,14 @@ def schedule() -> list[Phase]:
     """Return the demo's phases, in order."""
     return [
         Phase("baseline", "steady traffic, nothing broken", 8),
-        Phase("kill peer", "SIGKILL the PgBouncer carrying the writes",
+        Phase("kill sessions", "terminate every session of the site on every server, twice",
+              8, kill_sessions, kill_sessions, hold=0.5),
+        Phase("kill peer", "SIGKILL the PgBouncer and the MariaDB peer carrying the writes",
               16, kill_peer, restart_killed),
-        Phase("freeze peer", "SIGSTOP the PgBouncer carrying the writes",
+        Phase("freeze peer", "SIGSTOP the PgBouncer and the MariaDB peer carrying the writes",
               18, freeze_peer, thaw_frozen),
+        Phase("drain peer", "PAUSE the PgBouncer carrying the writes",
+              14, drain_peer, resume_drained),
         Phase("restart primary", "stop and start PostgreSQL's primary",
               15, restart_primary, None),
         Phase("replica lag", "pause WAL replay past MAX_REPLICA_LAG",

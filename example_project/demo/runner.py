@@ -31,6 +31,7 @@ from demo.report import (
     table,
 )
 from demo.server import AppServer, default_kind
+from demo.web import RunState, WebFeed
 
 # Small enough that pausing replay crosses it within a phase.
 DEMO_MAX_REPLICA_LAG = "2"
@@ -45,6 +46,9 @@ class RunResult:
     names: list[str]
     stats: list[PhaseStats]
     tallies: list[WriteTally]
+    # Each phase's window, in seconds from the start of traffic: its figures
+    # count the requests that finished in it.
+    windows: list[tuple[float, float]]
 
 
 def target_names() -> dict[tuple[str, str], str]:
@@ -52,7 +56,7 @@ def target_names() -> dict[tuple[str, str], str]:
     from resilient_db.testing import bed
 
     cfg = bed.config()
-    return {(cfg.host, str(cfg.port(name))): name for name in bedctl.BED_SERVERS}
+    return {(cfg.host, str(cfg.port(name))): name for name in bedctl.servers()}
 
 
 def name_of(host: str, port: str) -> str:
@@ -81,47 +85,81 @@ def rows_in_database(run_id: str) -> dict[str, int]:
             "SELECT key, count(*) FROM orders_order WHERE key LIKE %s GROUP BY key",
             (f"{run_id}-%",),
         ).fetchall()
-    return {str(key): int(n) for key, n in found}
+    rows = {str(key): int(n) for key, n in found}
+    if bedctl.maria_available():
+        rows.update(maria_rows(run_id))
+    return rows
 
 
-def _busiest_peer(load: Load) -> str:
+def maria_rows(run_id: str) -> dict[str, int]:
+    """Return key -> number of rows of this run's orders on the MariaDB primary itself."""
+    import MySQLdb
+
+    from resilient_db.testing import bed
+
+    cfg = bed.config()
+    conn = MySQLdb.connect(host=cfg.host, port=cfg.maria_primary_port, user=cfg.maria_user,
+                           password=cfg.maria_password, database=cfg.maria_db, connect_timeout=5)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT `key`, COUNT(*) FROM orders_order WHERE `key` LIKE %s GROUP BY `key`",
+            (f"{run_id}-%",),
+        )
+        return {str(key): int(n) for key, n in cursor.fetchall()}
+    finally:
+        conn.close()
+
+
+def _busiest_peer(load: Load, prefix: str = "pgbouncer") -> str:
     now = load.now()
     with load.stats.lock:
         recent = [s for s in load.stats.samples[-2000:] if s.t > now - 3 and s.kind == WRITE]
-    peers = Counter(s.target for s in recent if s.ok and s.target.startswith("pgbouncer"))
-    return peers.most_common(1)[0][0] if peers else "pgbouncer_a"
+    peers = Counter(s.target for s in recent if s.ok and s.target.startswith(prefix))
+    return peers.most_common(1)[0][0] if peers else f"{prefix}_a"
 
 
 def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir: Path,
-             *, live: bool | None) -> RunResult:
+             *, live: bool | None, feed: WebFeed | None = None) -> RunResult:
     """Run the whole schedule once against the shop in ``mode`` ("stock" or "resilient")."""
     phases = schedule()
     names = [p.name for p in phases]
     total_weight = sum(p.weight for p in phases)
     run_id = f"demo{secrets.token_hex(4)}"
     server_env = dict(env, SHOP_STOCK="1" if mode == "stock" else "0",
-                      MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG)
+                      MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG, HEALTH_SHOW_HOSTS="1")
     watch_env = dict(env, SHOP_STOCK="0", MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG)
     server = AppServer(kind, server_env, workdir / f"{mode}-{kind}.log")
     progress = Progress(phases=len(phases), total=duration)
-    load = Load(server.port, run_id, _label, max_seconds=duration + 120)
+    maria = bedctl.maria_available()
+    load = Load(server.port, run_id, _label, max_seconds=duration + 120,
+                maria_writers=1 if maria else 0)
     watcher = HealthWatcher(watch_env, name_of)
-    state = FaultState(busiest_peer=lambda: _busiest_peer(load))
+    state = FaultState(
+        busiest_peer=lambda: _busiest_peer(load),
+        busiest_maria_peer=(lambda: _busiest_peer(load, "maria_peer")) if maria else None,
+    )
     dashboard = Dashboard(
         f"django-resilient-db live demo: {TITLES[mode]} ({kind} on {server.address})",
         load, watcher, progress, live=live,
     )
+    page = RunState(mode, TITLES[mode], names, [p.what for p in phases], duration)
     print(f"\n== {TITLES[mode]}: {duration:.0f} s of traffic, {len(phases)} phases ==", flush=True)
     try:
         server.start()
         watcher.start()
         load.start()
         dashboard.start()
+        if feed is not None:
+            feed.follow(page, load, watcher, lambda: list(dashboard.events),
+                        server.port if mode == "resilient" else None)
         begun = time.monotonic()
         at = 0.0
         for index, phase in enumerate(phases):
             length = duration * phase.weight / total_weight
             progress.index, progress.name, progress.what = index, phase.name, phase.what
+            page.starts.append(load.now())
+            page.index = index
             load.phase = index
             dashboard.event(f"phase {phase.name}: {phase.what}")
             if phase.inject is not None:
@@ -138,10 +176,14 @@ def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir
         server.stop()
         with contextlib.suppress(Exception):  # cleaning up: report, never mask the real error
             bring_back(state)
+    ended = load.now()
+    page.ended = ended
     rows = rows_in_database(run_id)
     stats = phase_stats(load.stats.samples, len(phases))
     tallies = check_writes(load.stats.writes.values(), rows, len(phases))
-    return RunResult(mode, names, stats, tallies)
+    ends = [*page.starts[1:], ended]
+    windows = list(zip(page.starts, ends, strict=True))
+    return RunResult(mode, names, stats, tallies, windows)
 
 
 def _act(dashboard: Dashboard, action: Any, state: FaultState) -> None:
@@ -156,17 +198,45 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(min(left, 0.2))
 
 
+def ledger(result: RunResult) -> dict[str, int]:
+    """Return the write ledger of a whole run."""
+    return {
+        "sent": sum(t.sent for t in result.tallies),
+        "acknowledged": sum(t.acknowledged for t in result.tallies),
+        "lost": sum(t.lost for t in result.tallies),
+        "doubled": sum(t.doubled for t in result.tallies),
+        "not_acknowledged": sum(t.sent - t.acknowledged for t in result.tallies),
+        "applied_despite_error": sum(t.applied_despite_error for t in result.tallies),
+    }
+
+
+def summary_table(result: RunResult) -> tuple[tuple[str, ...], list[list[str]]]:
+    """Return the headers and rows of a run's summary, each row with its time window."""
+    headers = (SUMMARY_HEADERS[0], "window", *SUMMARY_HEADERS[1:])
+    rows = summary_rows(result.names, result.stats, result.tallies)
+    windows = [f"{a:.0f}-{b:.0f} s" for a, b in result.windows]
+    if result.windows:
+        windows.append(f"{result.windows[0][0]:.0f}-{result.windows[-1][1]:.0f} s")
+    for row, window in zip(rows, windows, strict=False):
+        row.insert(1, window)
+    return headers, rows
+
+
 def print_summary(result: RunResult) -> None:
     """Print the per-fault summary table of one run."""
     print(f"\nSummary: {TITLES[result.mode]}")
-    for line in table(SUMMARY_HEADERS, summary_rows(result.names, result.stats, result.tallies)):
+    print("  Each row counts the requests that finished in its window (seconds from the start")
+    print("  of traffic); p99 and worst are over all of them, failed ones included; total is")
+    print("  the whole run.")
+    headers, rows = summary_table(result)
+    for line in table(headers, rows):
         print("  " + line)
-    failed = sum(t.sent - t.acknowledged for t in result.tallies)
-    applied = sum(t.applied_despite_error for t in result.tallies)
+    book = ledger(result)
     print(
-        f"  Writes: {sum(t.acknowledged for t in result.tallies)} acknowledged, "
-        f"{sum(t.lost for t in result.tallies)} of them missing in the database; "
-        f"{failed} not acknowledged, of which {applied} had been applied (checked by key)."
+        f"  Writes: {book['acknowledged']} acknowledged, "
+        f"{book['lost']} of them missing in the database; "
+        f"{book['not_acknowledged']} not acknowledged, of which "
+        f"{book['applied_despite_error']} had been applied (checked by key)."
     )
     errors: Counter[str] = Counter()
     for s in result.stats:
@@ -175,34 +245,73 @@ def print_summary(result: RunResult) -> None:
         print("  Failures: " + ", ".join(f"{e} x{n}" for e, n in errors.most_common(6)))
 
 
+def web_summary(result: RunResult) -> dict[str, Any]:
+    """Return what the web page shows of a finished run."""
+    headers, rows = summary_table(result)
+    return {"mode": result.mode, "title": TITLES[result.mode], "headers": list(headers),
+            "rows": rows, "ledger": ledger(result)}
+
+
 def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     """Run the demo as the command line asked; return the exit status."""
-    duration = args.duration or (60.0 if args.compare else 110.0)
+    duration = args.duration or (75.0 if args.compare else 135.0)
     modes = ["stock", "resilient"] if args.compare else ["stock" if args.stock else "resilient"]
     kind = args.server or default_kind()
     live = False if args.plain else None
     workdir = Path(tempfile.mkdtemp(prefix="resilient-db-demo-"))
     results: list[RunResult] = []
     ok = False
+    feed: WebFeed | None = None
+    page: AppServer | None = None
+    if getattr(args, "web", True):
+        feed = WebFeed(workdir / "dashboard.json", name_of)
+        feed.start()
+        # The page is the example project itself under a server of its own,
+        # so it stays up between the runs of --compare and after the last.
+        page = AppServer(kind, dict(env, SHOP_DEMO_STATE=str(feed.path), SHOP_STOCK="0",
+                                    MAX_REPLICA_LAG=DEMO_MAX_REPLICA_LAG),
+                         workdir / "page.log", web_port=getattr(args, "web_port", 0) or None)
+        page.start()
+        print(f"Live dashboard: http://{page.address}/demo/", flush=True)
     try:
         for mode in modes:
-            results.append(run_once(mode, duration, kind, env, workdir, live=live))
+            result = run_once(mode, duration, kind, env, workdir, live=live, feed=feed)
+            results.append(result)
+            if feed is not None:
+                feed.finish(web_summary(result))
         ok = True
     finally:
+        if feed is not None:
+            feed.done = True
+        for result in results:
+            print_summary(result)
+        rows: list[list[str]] = []
+        if len(results) == 2:
+            stock, resilient = results
+            print("\nSide by side (served/requests, worst latency, lost/doubled writes/stale "
+                  "reads; each over the phase's window):")
+            rows = comparison_rows(
+                stock.names, (stock.stats, stock.tallies), (resilient.stats, resilient.tallies)
+            )
+            for line in table(COMPARISON_HEADERS, rows):
+                print("  " + line)
+            if feed is not None:
+                feed.comparison = {"headers": list(COMPARISON_HEADERS), "rows": rows}
+        if feed is not None:
+            feed.write()
+            linger = float(getattr(args, "web_linger", 0) or 0)
+            if ok and page is not None and linger > 0:
+                print(f"\nThe dashboard stays at http://{page.address}/demo/ for {linger:.0f} s "
+                      "(Ctrl-C ends it).", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    _sleep_until(time.monotonic() + linger)
+            feed.stop()
+        if page is not None:
+            page.stop()
         if ok and not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"\nApp server logs kept in {workdir}", file=sys.stderr)
-    for result in results:
-        print_summary(result)
-    if len(results) == 2:
-        stock, resilient = results
-        print("\nSide by side (served/requests, worst latency, lost/doubled writes/stale reads):")
-        rows = comparison_rows(
-            stock.names, (stock.stats, stock.tallies), (resilient.stats, resilient.tallies)
-        )
-        for line in table(COMPARISON_HEADERS, rows):
-            print("  " + line)
     bad = [
         r for r in results
         if r.mode == "resilient" and any(t.lost or t.doubled for t in r.tallies)

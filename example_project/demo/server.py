@@ -56,9 +56,10 @@ def command(kind: str, port: int) -> list[str]:
 class AppServer:
     """The shop under gunicorn, uvicorn or the stdlib server; stopped by :meth:`stop`."""
 
-    def __init__(self, kind: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, kind: str, env: dict[str, str], log_path: Path,
+                 *, web_port: int | None = None) -> None:
         self.kind = kind
-        self.port = free_port()
+        self.port = web_port or free_port()
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

@@ -10,4 +10,6 @@ urlpatterns = [
     path("orders/<int:pk>/", views.order_detail, name="order-detail"),
     path("api/orders/", views.api_orders, name="api-orders"),
     path("api/orders/<str:key>/", views.api_order, name="api-order"),
+    path("api/maria/orders/", views.api_maria_orders, name="api-maria-orders"),
+    path("api/maria/orders/<str:key>/", views.api_maria_order, name="api-maria-order"),
 ]

@@ -73,7 +73,19 @@ def api_orders(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"orders": latest, "served_by": served_by(qs.db)})
 
 
-def _api_create(request: HttpRequest) -> JsonResponse:
+@csrf_exempt
+@require_http_methods(["POST"])
+def api_maria_orders(request: HttpRequest) -> JsonResponse:
+    """POST: create an order on the MariaDB alias ("maria"), with the client's key."""
+    return _api_create(request, using="maria")
+
+
+def api_maria_order(request: HttpRequest, key: str) -> JsonResponse:
+    """Return the order with client key ``key`` from the MariaDB alias."""
+    return api_order(request, key, using="maria")
+
+
+def _api_create(request: HttpRequest, using: str | None = None) -> JsonResponse:
     if request.content_type == "application/json":
         try:
             data = json.loads(request.body or b"{}")
@@ -85,8 +97,9 @@ def _api_create(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         return JsonResponse({"error": form.errors.get_json_data()}, status=400)
     fields = form.cleaned_data
+    manager = Order.objects.db_manager(using) if using else Order.objects
     try:
-        order = Order.objects.create(
+        order = manager.create(
             key=fields["key"],
             customer=fields["customer"],
             item=fields["item"],
@@ -97,13 +110,13 @@ def _api_create(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "duplicate key"}, status=409)
     except DatabaseError as exc:
         return _db_error(exc)
-    alias = router.db_for_write(Order, instance=order)
+    alias = using or router.db_for_write(Order, instance=order)
     return JsonResponse({**_as_json(order), "served_by": served_by(alias)}, status=201)
 
 
-def api_order(request: HttpRequest, key: str) -> JsonResponse:
+def api_order(request: HttpRequest, key: str, using: str | None = None) -> JsonResponse:
     """Return the order with client key ``key`` (404 when there is none)."""
-    qs = Order.objects.filter(key=key)
+    qs = (Order.objects.using(using) if using else Order.objects).filter(key=key)
     try:
         order = qs.first()
     except DatabaseError as exc:

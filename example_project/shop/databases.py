@@ -41,6 +41,9 @@ STOCK_ENGINES = {v: k for k, v in RESILIENT_ENGINES.items()}
 BED_PORT_BASE = "300"
 BED_DIR_NAME = "resilient-db-example-bed"
 BED_SERVERS = ("pg_primary", "pg_replica", "pgbouncer_a", "pgbouncer_b")
+# The bed's MariaDB primary and the two TCP peers in front of it: the "maria"
+# alias, when MariaDB and mysqlclient are installed (SHOP_MARIA=0 leaves it out).
+MARIA_SERVERS = ("maria_primary", "maria_peer_a", "maria_peer_b")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class DatabasePlan:
     databases: dict[str, dict[str, Any]]
     peers: list[str | dict[str, Any]] = field(default_factory=list)
     replicas: list[str] = field(default_factory=list)
+    maria_peers: list[str | dict[str, Any]] = field(default_factory=list)
 
 
 def resilient_engine(engine: str) -> str:
@@ -107,6 +111,28 @@ def bed_available() -> bool:
     return pg_bindir() is not None and pgbouncer_binary() is not None
 
 
+def maria_available() -> bool:
+    """Tell whether the bed's MariaDB half can run and be used (binaries and mysqlclient)."""
+    if os.environ.get("SHOP_MARIA", "1") == "0":
+        return False
+    try:
+        import MySQLdb  # noqa: F401 - only whether it imports
+
+        from resilient_db.testing.bed_process import which
+    except ImportError:
+        return False
+    return (which("mariadbd", "mysqld") is not None
+            and which("mariadb-install-db", "mysql_install_db") is not None)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
 def bed_running() -> bool:
     """Tell whether the bed's PgBouncer A answers on loopback (a quick TCP connect)."""
     from resilient_db.testing.bed import config
@@ -141,7 +167,18 @@ def plan_from_bed() -> DatabasePlan:
         "replica": pg(cfg.pg_replica_port, TEST={"MIRROR": "default"}),
     }
     peers: list[str | dict[str, Any]] = [{"HOST": cfg.host, "PORT": str(cfg.pgbouncer_b_port)}]
-    return DatabasePlan("bed", databases, peers, ["replica"])
+    maria_peers: list[str | dict[str, Any]] = []
+    if maria_available() and _answers(cfg.host, cfg.maria_primary_port):
+        databases["maria"] = {
+            "ENGINE": "resilient_db.backends.mysql",
+            "HOST": cfg.host,
+            "PORT": str(cfg.maria_peer_a_port),
+            "NAME": cfg.maria_db,
+            "USER": cfg.maria_user,
+            "PASSWORD": cfg.maria_password,
+        }
+        maria_peers = [{"HOST": cfg.host, "PORT": str(cfg.maria_peer_b_port)}]
+    return DatabasePlan("bed", databases, peers, ["replica"], maria_peers)
 
 
 def plan_sqlite() -> DatabasePlan:

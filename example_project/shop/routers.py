@@ -28,5 +28,5 @@ class PrimaryReplicaRouter:
         return True
 
     def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool:
-        """Migrate the primary only."""
-        return db == "default"
+        """Migrate every alias but the replica (which shows the primary's data)."""
+        return db != "replica"

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.staticfiles",
     "orders",
+    "livedemo",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -71,15 +72,21 @@ if PLAN.replicas:
     _default["REPLICAS"] = PLAN.replicas
     _default["MAX_REPLICA_LAG"] = env.float("MAX_REPLICA_LAG", default=5.0)
 
+_resilient_aliases: dict[str, Any] = {"default": _default} if _default else {}
+if PLAN.maria_peers:
+    _resilient_aliases["maria"] = {"PEERS": PLAN.maria_peers}
+
 RESILIENT_DB: dict[str, Any] = {
-    "DATABASES": {"default": _default} if _default else {},
+    "DATABASES": _resilient_aliases,
     "CHECK_INTERVAL": env.float("RESILIENT_CHECK_INTERVAL", default=1.0),
     "MAX_CHECK_INTERVAL": 8.0,
     "CONNECT_TIMEOUT": env.float("DB_CONNECT_TIMEOUT", default=1.0),
     "RETRY": {"READS": 2, "DEADLINE": 5.0},
     # Loopback HTTP in development; set PIN_COOKIE_SECURE=1 behind HTTPS.
     "PINNING": {"SECONDS": 5, "SECURE": env.bool("PIN_COOKIE_SECURE", default=False)},
-    "HEALTH": {"PROBE_TIMEOUT": 1.0},
+    # SHOW_HOSTS: the health endpoint names hosts and ports; the demo turns it
+    # on for its loopback-only server so its dashboard can name the servers.
+    "HEALTH": {"PROBE_TIMEOUT": 1.0, "SHOW_HOSTS": env.bool("HEALTH_SHOW_HOSTS", default=False)},
     # A frozen peer (SIGSTOP, a black hole) never answers a statement already
     # sent on an open connection; cut it off after this long so reads fail
     # over. Above the slowest legitimate query of this app by a wide margin.
@@ -95,6 +102,9 @@ TEMPLATES = [
     },
 ]
 STATIC_URL = "static/"
+
+# The live demo's dashboard (/demo/) reads the JSON document run.py demo writes.
+DEMO_STATE_FILE = env.str("SHOP_DEMO_STATE", default="")
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ from django.urls import URLPattern, URLResolver, include, path
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", include("orders.urls")),
+    path("demo/", include("livedemo.urls")),
 ]
 
 if "resilient_db" in settings.INSTALLED_APPS:

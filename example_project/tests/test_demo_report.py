@@ -85,3 +85,17 @@ def test_plain_dashboard_line() -> None:
     assert ">> " in text and "killed pgbouncer_a" in text
     assert "kill peer" in text and "pg_replica 100%" in text
     assert "dbhealth degraded: pgbouncer_a cannot_connect" in text
+
+
+def test_summary_rows_say_their_time_window() -> None:
+    from demo.runner import RunResult, summary_table
+
+    samples = [Sample(1.0, 0, READ, True, 200, 0.004, "pg_replica"),
+               Sample(20.0, 1, READ, True, 200, 0.004, "pg_replica")]
+    stats = phase_stats(samples, 2)
+    result = RunResult("resilient", ["baseline", "kill peer"], stats, check_writes([], {}, 2),
+                       [(0.0, 15.2), (15.2, 45.4)])
+    headers, rows = summary_table(result)
+    assert headers[:2] == ("fault", "window")
+    assert [r[:2] for r in rows] == [["baseline", "0-15 s"], ["kill peer", "15-45 s"],
+                                     ["total", "0-45 s"]]

@@ -195,20 +195,6 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     obj=f"DATABASES[{alias!r}]['ENGINE']",
                 )
             )
-        options = databases[alias].get("OPTIONS")
-        if acfg.peers and isinstance(options, Mapping) and options.get("pool"):
-            out.append(
-                checks.Warning(
-                    f"{KEY_DATABASES}[{alias!r}] sets PEERS, but DATABASES[{alias!r}] uses "
-                    "Django's connection pool (OPTIONS['pool']), which serves the alias's own "
-                    "server only, so the peers are never tried.",
-                    hint="Drop OPTIONS['pool'] and use CONN_MAX_AGE for failover across peers, "
-                    "or drop PEERS (see docs/backends.md, 'CONN_MAX_AGE, CONN_HEALTH_CHECKS "
-                    "and pools').",
-                    id="resilient_db.W018",
-                    obj=f"{KEY_DATABASES}[{alias!r}]['PEERS']",
-                )
-            )
     return out
 
 

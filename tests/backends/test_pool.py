@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.db import connections, transaction
+from django.test import Client, override_settings
 
+from resilient_db.backends.failover import targets_of
 from resilient_db.exceptions import ConnectionLost
-from tests.backends.support import adhoc_alias, capture_signals, pg_backend_pid
+from resilient_db.health.records import State
+from tests.backends.support import (
+    adhoc_alias,
+    capture_signals,
+    pg_backend_pid,
+    resilient_settings,
+)
 from tests.testapp.models import Item
 
 ALIAS = "pooled"
 APP = "rdb_pool_test"
+URLS = "tests.backends.urls"
 
 
 def _pool_unsupported() -> str | None:
@@ -147,22 +158,190 @@ def test_atomic_after_an_idle_termination_runs_on_a_healthy_connection(
     assert Item.objects.filter(key__startswith="t").count() == 6
 
 
-def test_peers_are_not_used_with_a_pool(pooled: Any) -> None:
-    from django.test import override_settings
+@pytest.fixture
+def fresh_registry() -> Iterator[Any]:
+    from resilient_db.health.registry import get_registry
 
-    from resilient_db.backends.failover import targets_of
+    get_registry().reset()
+    yield get_registry()
+    get_registry().reset()
 
-    cfg = {
-        "DATABASES": {
-            ALIAS: {"PEERS": [{"HOST": "127.0.0.1", "PORT": "1"}, "postgres://127.0.0.1:2"]},
-        },
+
+@contextlib.contextmanager
+def pooled_bouncers(bed: Any, **top: Any) -> Iterator[Any]:
+    """A pooled alias on PgBouncer A with PgBouncer B as its peer, and the read view."""
+    peer = {"HOST": bed.host, "PORT": str(bed.pgbouncer_b_port)}
+    options = {
+        **connections["default"].settings_dict["OPTIONS"],
+        "application_name": APP,
+        "pool": {"min_size": 1, "max_size": 4, "timeout": 5},
     }
-    with override_settings(RESILIENT_DB=cfg):
-        targets = targets_of(pooled)
-        assert len(targets) == 1
-        assert targets[0].overrides == {} or not targets[0].overrides
-        # And it still works: the alias's own server serves the pool.
-        assert Item.objects.using(ALIAS).count() == 0
+    with (
+        adhoc_alias(ALIAS, "default", HOST=bed.host, PORT=str(bed.pgbouncer_a_port),
+                    OPTIONS=options, CONN_MAX_AGE=0) as wrapper,
+        resilient_settings(**{ALIAS: {"PEERS": [peer]}, "_top": top}),
+        override_settings(ROOT_URLCONF=URLS),
+    ):
+        try:
+            yield wrapper
+        finally:
+            wrapper.close()
+            wrapper.close_pool()
+
+
+def _pools_of(wrapper: Any) -> dict[str, Any]:
+    return {
+        pool._rdb_label.split("/")[0].rsplit(":", 1)[1]: pool
+        for pool in wrapper._connection_pools.values()
+        if getattr(pool, "_rdb_owner", None) == ALIAS
+    }
+
+
+def test_pooled_alias_fails_over_to_a_pgbouncer_peer(
+    bed: Any, kill_peer: Any, fresh_registry: Any
+) -> None:
+    client = Client()
+    ports: list[str] = []
+    failures: list[int] = []
+    durations: list[float] = []
+    with pooled_bouncers(bed) as wrapper, capture_signals() as seen:
+        Item.objects.create(key="a")
+        for i in range(200):
+            if i == 60:
+                kill_peer("pgbouncer_a")
+            began = time.monotonic()
+            response = client.get(f"/read/{ALIAS}/")
+            durations.append(time.monotonic() - began)
+            if response.status_code != 200:
+                failures.append(i)
+            else:
+                ports.append(response.json()["port"])
+        pools = _pools_of(wrapper)
+    a, b = str(bed.pgbouncer_a_port), str(bed.pgbouncer_b_port)
+    assert failures == []
+    assert set(ports[:60]) == {a}
+    assert set(ports[61:]) == {b}
+    assert seen["failover"][0]["to_target"].endswith(f":{b}/test_rdb")
+    # A refused connect fails over at once, not after the pool's 5 s timeout.
+    assert max(durations) < 1.0
+    # The pool of the dead PgBouncer was retired; B's pool serves the alias.
+    assert set(pools) == {b}
+
+
+def test_pooled_alias_returns_to_its_own_server_with_a_fresh_pool(
+    bed: Any, kill_peer: Any, fresh_registry: Any
+) -> None:
+    client = Client()
+    failures = 0
+    port = None
+    with pooled_bouncers(bed, CHECK_INTERVAL=0.5, MAX_CHECK_INTERVAL=1.0) as wrapper:
+        assert client.get(f"/read/{ALIAS}/").json()["port"] == str(bed.pgbouncer_a_port)
+        first_pool = _pools_of(wrapper)[str(bed.pgbouncer_a_port)]
+        kill_peer("pgbouncer_a")
+        for _ in range(20):
+            failures += client.get(f"/read/{ALIAS}/").status_code != 200
+        assert first_pool.closed or first_pool._rdb_retired
+        kill_peer.restore()
+        back_at = time.monotonic()
+        while time.monotonic() - back_at < 5.0:
+            response = client.get(f"/read/{ALIAS}/")
+            failures += response.status_code != 200
+            port = response.json()["port"]
+            if port == str(bed.pgbouncer_a_port):
+                break
+            time.sleep(0.05)
+        pools = _pools_of(wrapper)
+    assert failures == 0
+    assert port == str(bed.pgbouncer_a_port)
+    assert pools[str(bed.pgbouncer_a_port)] is not first_pool
+
+
+def test_pooled_alias_rides_out_a_frozen_pgbouncer(
+    bed: Any, freeze_peer: Any, fresh_registry: Any
+) -> None:
+    # The pool's idle connections to A look healthy (a frozen server sends
+    # nothing): STALL_TIMEOUT ends the read sent on one, the read is retried,
+    # and new connections go to B's pool. libpq waits at least 2 s to connect.
+    client = Client()
+    durations: list[float] = []
+    failures = 0
+    ports: list[str] = []
+    with pooled_bouncers(bed, STALL_TIMEOUT=0.5, CONNECT_TIMEOUT=2.0, CHECK_INTERVAL=30.0,
+                         MAX_CHECK_INTERVAL=60.0):
+        assert client.get(f"/read/{ALIAS}/").json()["port"] == str(bed.pgbouncer_a_port)
+        freeze_peer("pgbouncer_a")
+        try:
+            for _ in range(15):
+                began = time.monotonic()
+                response = client.get(f"/read/{ALIAS}/")
+                durations.append(time.monotonic() - began)
+                if response.status_code != 200:
+                    failures += 1
+                else:
+                    ports.append(response.json()["port"])
+        finally:
+            freeze_peer.thaw()
+    assert failures == 0
+    assert set(ports[-5:]) == {str(bed.pgbouncer_b_port)}
+    assert max(durations) < 0.5 + 2.0 + 1.0
+    assert max(durations[-5:]) < 0.5
+
+
+def test_a_connection_held_when_its_server_goes_down_is_not_pooled_again(
+    bed: Any, kill_peer: Any, fresh_registry: Any
+) -> None:
+    # Another thread holds a connection to A while A dies and requests move
+    # to B: when it gives the connection back, the retired pool closes it.
+    with pooled_bouncers(bed) as wrapper:
+        other = wrapper.copy()
+        other.connect()
+        held = other.connection
+        kill_peer("pgbouncer_a")
+        assert Client().get(f"/read/{ALIAS}/").json()["port"] == str(bed.pgbouncer_b_port)
+        other.close()
+        assert held.closed
+
+
+def test_wrong_password_through_the_pool_is_a_configuration_error(
+    bed: Any, fresh_registry: Any
+) -> None:
+    # The pool's failed connects are chained to the driver's error, so a
+    # wrong password is raised as such instead of failing over as an outage.
+    import psycopg
+
+    with pooled_bouncers(bed) as wrapper:
+        # Straight to PostgreSQL, whose message says "password" (PgBouncer's
+        # "SASL authentication failed" is a matter for the classifier).
+        wrapper.settings_dict["PORT"] = str(bed.pg_primary_port)
+        wrapper.settings_dict["PASSWORD"] = "not-the-password"
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            wrapper.connect()
+        (target, *_) = targets_of(wrapper)
+        assert fresh_registry.health(target).state is State.UP
+
+
+def test_a_check_in_the_pool_options_is_used() -> None:
+    # Django 6.0+ lets OPTIONS["pool"] set the pool's "check"; it must not
+    # clash with the one the engine would set from CONN_HEALTH_CHECKS.
+    checked: list[object] = []
+
+    def check(conn: Any) -> None:
+        checked.append(conn)
+
+    options = {
+        **connections["default"].settings_dict["OPTIONS"],
+        "application_name": APP,
+        "pool": {"min_size": 0, "max_size": 2, "timeout": 5, "check": check},
+    }
+    with adhoc_alias(ALIAS, "default", OPTIONS=options, CONN_MAX_AGE=0) as wrapper:
+        try:
+            assert Item.objects.using(ALIAS).count() == 0
+            wrapper.close()
+            assert Item.objects.using(ALIAS).count() == 0
+            assert checked
+        finally:
+            wrapper.close()
+            wrapper.close_pool()
 
 
 def test_a_full_pool_is_the_pools_own_timeout_not_an_outage() -> None:
@@ -172,8 +351,6 @@ def test_a_full_pool_is_the_pools_own_timeout_not_an_outage() -> None:
     # went back to the pool gets it without waiting for a re-check.
     from psycopg_pool import PoolTimeout
 
-    from resilient_db.backends.failover import targets_of
-    from resilient_db.health.records import State
     from resilient_db.health.registry import get_registry
 
     options = {

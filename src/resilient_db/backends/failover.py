@@ -21,7 +21,6 @@ from django.db import DatabaseError
 
 from resilient_db import signals
 from resilient_db.backends import liveness
-from resilient_db.backends.pooling import is_pooled
 from resilient_db.backends.roles import node_not_ready, server_is_read_only
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import AllTargetsDown, Attempt, NodeNotReady
@@ -46,12 +45,8 @@ class TargetIsReadOnly(Exception):
 def targets_of(db: ResilientMixin) -> tuple[Target, ...]:
     """Return the targets of ``db`` from its live settings_dict (own server first)."""
     cfg = get_settings().alias(db.alias)
-    targets = build_targets(db.alias, db.settings_dict, cfg)
-    if is_pooled(db):
-        # psycopg's pool is built once from one set of parameters: it serves
-        # the alias's own server only (docs/backends.md, "Connection pools").
-        return targets[:1]
-    return targets
+    # With Django's pool every target has a pool of its own (pooling.py).
+    return build_targets(db.alias, db.settings_dict, cfg)
 
 
 def primary_fallback_targets(db: ResilientMixin) -> tuple[Target, ...]:

@@ -70,6 +70,11 @@ def import_pin(token: object) -> dict[str, int | None]:
     return _import(token).pins
 
 
+def pin_set(token: object) -> PinSet:
+    """Return the pins and write times in a token (empty if invalid or expired)."""
+    return _import(token)
+
+
 def _import(token: object) -> PinSet:
     from resilient_db.routers.choose import groups
 

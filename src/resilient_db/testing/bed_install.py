@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from resilient_db.testing.bed_pg import pg_bindir
 from resilient_db.testing.bed_process import which
 
-__all__ = ["install", "missing_packages"]
+__all__ = ["install", "missing_packages", "quiet_new_services", "services"]
 
 
 def _has_mariadb_headers() -> bool:
@@ -38,8 +39,76 @@ def missing_packages(*, build: bool = False) -> list[str]:
     return missing
 
 
-def install() -> int:
-    """Install what is missing with apt-get when root, else print what to install."""
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+INIT_D = Path("/etc/init.d")
+# policy-rc.d's documented "action forbidden" exit status: Debian's maintainer
+# scripts then start no service while the packages install.
+_FORBID = "#!/bin/sh\n# written by resilient_db.testing.bed install; removed after it\nexit 101\n"
+
+Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    return subprocess.run(command, check=False, env=env, timeout=1800, text=True,
+                          capture_output=command[0] != "apt-get")
+
+
+def systemd_running() -> bool:
+    """Return True when systemd is the init system (units can be enabled and started)."""
+    return Path("/run/systemd/system").is_dir()
+
+
+def services(run: Runner = _run, *, systemd: bool | None = None) -> tuple[set[str], set[str]]:
+    """Return the (enabled, running) system services: systemd units, or SysV init scripts."""
+    if systemd if systemd is not None else systemd_running():
+        enabled = run(["systemctl", "list-unit-files", "--type=service", "--state=enabled",
+                       "--no-legend", "--plain"])
+        active = run(["systemctl", "list-units", "--type=service", "--state=active",
+                      "--no-legend", "--plain"])
+        return _first_words(enabled.stdout), _first_words(active.stdout)
+    scripts = {p.name for p in INIT_D.iterdir()} if INIT_D.is_dir() else set()
+    # Without systemd a script in /etc/init.d is "enabled" through rc?.d links;
+    # whether it runs is its own "status" (not asked here: the install forbids
+    # starts, and stop is run on each new script anyway).
+    return scripts, set()
+
+
+def _first_words(text: str | None) -> set[str]:
+    return {line.split()[0] for line in (text or "").splitlines() if line.strip()}
+
+
+def quiet_new_services(
+    before: tuple[set[str], set[str]],
+    after: tuple[set[str], set[str]],
+    run: Runner = _run,
+    *,
+    systemd: bool | None = None,
+) -> list[str]:
+    """Disable and stop the services the install enabled or started; return their names.
+
+    Only what was not there before is touched: a database server the machine
+    already ran for someone else stays as it was.
+    """
+    new = sorted((after[0] - before[0]) | (after[1] - before[1]))
+    for name in new:
+        if systemd if systemd is not None else systemd_running():
+            run(["systemctl", "disable", "--now", name])
+        else:
+            run(["update-rc.d", name, "disable"])
+            run([str(INIT_D / name), "stop"])
+    return new
+
+
+def install(run: Runner = _run) -> int:
+    """Install what is missing with apt-get when root, else print what to install.
+
+    The bed runs its own servers on its own ports; the system services the
+    packages bring (PostgreSQL, PgBouncer, MariaDB, Redis) are never left
+    enabled or running: starts are forbidden while the packages install
+    (policy-rc.d, unless the machine has one), and afterwards every service
+    that is new is disabled and stopped. Both lists are printed.
+    """
     missing = missing_packages(build=True)
     if not missing:
         print("everything the test bed needs is installed")
@@ -49,11 +118,22 @@ def install() -> int:
         print("missing: " + ", ".join(missing))
         print("install them with: sudo " + " ".join(command))
         return 1
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # Debian starts freshly installed services; the bed never uses them, but a policy file
-    # keeping them stopped would be outside this project's business, so they are left be.
-    subprocess.run(["apt-get", "update"], check=False, env=env, timeout=600)
-    done = subprocess.run(command, check=False, env=env, timeout=1800)
+    before = services(run)
+    wrote_policy = False
+    if not POLICY_RC_D.exists():
+        POLICY_RC_D.write_text(_FORBID, encoding="utf-8")
+        POLICY_RC_D.chmod(0o755)
+        wrote_policy = True
+    try:
+        run(["apt-get", "update"])
+        done = run(command)
+    finally:
+        if wrote_policy:
+            POLICY_RC_D.unlink(missing_ok=True)
+    quieted = quiet_new_services(before, services(run), run)
+    if quieted:
+        print("disabled and stopped the system services the packages brought: "
+              + ", ".join(quieted))
     if done.returncode != 0:
         return done.returncode
     still = missing_packages(build=True)

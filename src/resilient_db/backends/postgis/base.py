@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.contrib.gis.db.backends.postgis import base
 
 from resilient_db.backends.base import ResilientMixin
+from resilient_db.backends.pooling import PoolPerTarget
 
 
-class DatabaseWrapper(ResilientMixin, base.DatabaseWrapper):
+class DatabaseWrapper(ResilientMixin, PoolPerTarget, base.DatabaseWrapper):
     """Django's PostGIS ``DatabaseWrapper`` made resilient."""
