@@ -100,11 +100,18 @@ peer_dicts = st.fixed_dictionaries(
         "PRIORITY": st.one_of(st.integers(-5, 5), st.integers(-5, 5), huge, junk),
     },
 )
+# Well-formed peers too, so that whole accepted configurations with peers are
+# reached often enough for the run-time half of the property to mean something.
+clean_peer_dicts = st.fixed_dictionaries(
+    {"HOST": st.sampled_from(["127.0.0.1", "pgbouncer-b", "::1"])},
+    optional={"PORT": st.sampled_from(["6432", 5432]), "NAME": st.just("test_rdb")},
+)
 peers = mostly(
     st.lists(
         st.one_of(
             urls,
             peer_dicts,
+            clean_peer_dicts,
             st.builds(lambda d, k, v: {**d, k: v}, peer_dicts, junk_key, junk),
             odd(ALIASES, ["ghost", "pgb-b:6432", "replcia"]),
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import unittest
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ def recording(base: type[unittest.TextTestResult]) -> type[unittest.TextTestResu
     """Return a subclass of ``base`` that fills ``RecordingRunner.outcomes``."""
 
     class RecordingResult(base):  # type: ignore[valid-type,misc]
+        def startTest(self, test: Any) -> None:  # noqa: N802 - unittest's name
+            super().startTest(test)
+            self._began = time.perf_counter()
+
+        def stopTest(self, test: Any) -> None:  # noqa: N802
+            super().stopTest(test)
+            began = getattr(self, "_began", None)
+            if began is not None:
+                # Meaningful in one process only: a parallel run replays events.
+                RecordingRunner.durations[test.id()] = time.perf_counter() - began
+
         def addSuccess(self, test: Any) -> None:  # noqa: N802 - unittest's name
             super().addSuccess(test)
             _record_into(RecordingRunner.outcomes, test, "pass")
@@ -85,6 +97,7 @@ class RecordingRunner(DiscoverRunner):
     """DiscoverRunner that writes ``{test id: outcome}`` to ``$RDB_SUITE_RESULTS``."""
 
     outcomes: dict[str, str] = {}
+    durations: dict[str, float] = {}
 
     def build_suite(self, *args: Any, **kwargs: Any) -> Any:
         suite = super().build_suite(*args, **kwargs)
@@ -105,3 +118,6 @@ class RecordingRunner(DiscoverRunner):
             path = os.environ.get("RDB_SUITE_RESULTS")
             if path:
                 Path(path).write_text(json.dumps(RecordingRunner.outcomes, sort_keys=True, indent=0))
+                Path(path).with_suffix(".durations.json").write_text(
+                    json.dumps(RecordingRunner.durations, sort_keys=True, indent=0)
+                )
