@@ -41,12 +41,29 @@ def test_regressed_fixed_missing_and_expected_are_told_apart() -> None:
     assert "REGRESSED basic.tests.A.test_regressed" in gate.render(result)
 
 
-def test_a_test_replaced_by_a_skip_counts_as_an_expected_difference() -> None:
+def test_a_test_left_out_counts_as_an_expected_difference() -> None:
     stock = {"test_utils.tests.T.test_x": "pass"}
-    ours = {"test_utils.tests.T.test_x": "skip"}
-    result = gate.compare("plain", stock, ours, "mysql", {"test_utils.tests.T.test_x": "why"})
+    result = gate.compare("plain", stock, {}, "mysql", {"test_utils.tests.T.test_x": "why"})
     assert result.expected == [("test_utils.tests.T.test_x", "why")]
-    assert not result.regressed
+    assert not result.missing
+
+
+def test_tests_not_run_are_left_out_of_every_suite_parallel_ones_included() -> None:
+    import pickle
+    import unittest
+
+    from expected import NOT_RUN
+    from suite_runner import SuiteWithoutNotRun
+
+    test_id = next(iter(NOT_RUN))
+    kept = unittest.FunctionTestCase(lambda: None)
+    left = unittest.FunctionTestCase(lambda: None)
+    left.id = lambda: test_id  # type: ignore[method-assign]
+    suite = SuiteWithoutNotRun([kept, left])
+    assert list(suite) == [kept]
+    # Django's parallel runner pickles sub-suites for its workers, and builds
+    # them with type(suite): the class must be importable by name.
+    assert pickle.loads(pickle.dumps(SuiteWithoutNotRun)) is SuiteWithoutNotRun
 
 
 def test_every_expected_difference_says_why() -> None:

@@ -100,11 +100,18 @@ peer_dicts = st.fixed_dictionaries(
         "PRIORITY": st.one_of(st.integers(-5, 5), st.integers(-5, 5), huge, junk),
     },
 )
+# Well-formed peers too, so that whole accepted configurations with peers are
+# reached often enough for the run-time half of the property to mean something.
+clean_peer_dicts = st.fixed_dictionaries(
+    {"HOST": st.sampled_from(["127.0.0.1", "pgbouncer-b", "::1"])},
+    optional={"PORT": st.sampled_from(["6432", 5432]), "NAME": st.just("test_rdb")},
+)
 peers = mostly(
     st.lists(
         st.one_of(
             urls,
             peer_dicts,
+            clean_peer_dicts,
             st.builds(lambda d, k, v: {**d, k: v}, peer_dicts, junk_key, junk),
             odd(ALIASES, ["ghost", "pgb-b:6432", "replcia"]),
         ),
@@ -216,11 +223,21 @@ def _use_at_run_time() -> None:
             wrapper = type(connections[alias])(merged, alias)
             params = wrapper.get_connection_params()
             if wrapper.vendor == "postgresql":
-                from psycopg.conninfo import make_conninfo
+                # What the driver does before connecting: unknown keys and bad
+                # values are refused here (by libpq's own parser), not on the wire.
+                _make_dsn(**{k: v for k, v in params.items() if k not in PG_NOT_LIBPQ})
 
-                # What psycopg does before connecting: unknown keys and bad
-                # values are refused here, not on the wire.
-                make_conninfo("", **{k: v for k, v in params.items() if k not in PG_NOT_LIBPQ})
+
+def _make_dsn(**params: Any) -> str:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if is_psycopg3:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo("", **params)
+    from psycopg2.extensions import make_dsn  # the psycopg2-only cell
+
+    return str(make_dsn(**params))
 
 
 @settings(

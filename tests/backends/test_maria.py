@@ -147,6 +147,9 @@ def test_lost_commit_stays_outcome_unknown_when_autocommit_is_restored(chaos_pro
             Item.objects.using("mcommit").create(key="maybe")
             proxy.blackhole()
         assert conn.connection is None and conn.autocommit
+        # Reset, not just heal: a healed proxy would still deliver the COMMIT
+        # it held while black-holed, and the server would commit after all.
+        proxy.cut()
         proxy.heal()
     # The server never received the COMMIT: the row is not there.
     assert not Item.objects.using("mysql").filter(key="maybe").exists()

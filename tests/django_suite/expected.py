@@ -8,8 +8,8 @@ where we are not a drop-in replacement.
 
 from __future__ import annotations
 
-#: Tests that cannot even run with our engines: they are replaced by a skip
-#: (which the gate then reports as an expected difference), because their
+#: Tests that cannot even run with our engines: they are left out of the
+#: suite (the gate then reports them missing, as expected), because their
 #: failure is a RecursionError that Django's parallel runner cannot send back
 #: from a worker, and that would abort the whole run.
 NOT_RUN: dict[str, str] = {

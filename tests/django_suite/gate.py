@@ -123,8 +123,6 @@ def compare(
             kind = "missing" if before in PASSED else "fixed"
         elif before in PASSED and after not in PASSED:
             kind = "regressed"
-        elif after == "skip" and before != "skip" and test_id in expected:
-            kind = "regressed"  # replaced by a skip (expected.NOT_RUN)
         elif before not in PASSED and after in PASSED:
             kind = "fixed"
         else:
