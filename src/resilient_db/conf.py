@@ -78,6 +78,9 @@ class RetryConfig:
     deadline: float = 5.0
     backoff: float = 0.1
     atomic_attempts: int = 3
+    # How long a new connection waits for the monitor to bring a target back
+    # when every target of its alias is down; 0 fails fast (docs/health.md).
+    hold: float = 0.0
 
 
 @dataclass(frozen=True)

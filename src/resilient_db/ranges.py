@@ -75,6 +75,7 @@ RANGES: dict[str, Range] = {
     "RETRY.DEADLINE": seconds(HOUR),
     "RETRY.BACKOFF": seconds(MINUTE, zero=True),
     "RETRY.ATOMIC_ATTEMPTS": count(100),
+    "RETRY.HOLD": seconds(HOUR, zero=True),
     "PINNING.SECONDS": seconds(DAY, zero=True),
     "REGISTRY.LOCAL_TTL": seconds(MINUTE, zero=True),
     "HEALTH.IDLE_PING_AFTER": seconds(DAY, zero=True),

@@ -54,7 +54,7 @@ TOP_KEYS = frozenset(
 ALIAS_KEYS = frozenset(
     {"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "ROLE", "POLICY", "STALL_TIMEOUT"}
 )
-RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS"})
+RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS", "HOLD"})
 PINNING_KEYS = frozenset(
     {"SECONDS", "COOKIE", "SECURE", "HTTPONLY", "SAMESITE", "DOMAIN", "PATH", "SALT", "MODE"}
 )
@@ -320,6 +320,7 @@ class _Parser(ValueParser):
             atomic_attempts=self.integer(
                 retry_raw, "ATOMIC_ATTEMPTS", rkey, 3, "RETRY.ATOMIC_ATTEMPTS"
             ),
+            hold=self.number(retry_raw, "HOLD", rkey, 0.0, "RETRY.HOLD"),
         )
 
         pin_raw = self.mapping(top.get("PINNING"), f"{SETTING}['PINNING']") or {}
