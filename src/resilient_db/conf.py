@@ -109,6 +109,9 @@ class HealthConfig:
     show_hosts: bool = False
     probe_timeout: float = 2.0
     lag_check_interval: float = 1.0
+    # A statement running this long makes the monitor probe its target (None: off).
+    heartbeat_after: float | None = 0.5
+    heartbeat_timeout: float = 1.0
 
 
 @dataclass(frozen=True)

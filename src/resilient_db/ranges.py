@@ -81,5 +81,7 @@ RANGES: dict[str, Range] = {
     "HEALTH.IDLE_PING_AFTER": seconds(DAY, zero=True),
     "HEALTH.PROBE_TIMEOUT": seconds(MINUTE),
     "HEALTH.LAG_CHECK_INTERVAL": seconds(HOUR),
+    "HEALTH.HEARTBEAT_AFTER": seconds(HOUR),
+    "HEALTH.HEARTBEAT_TIMEOUT": seconds(MINUTE),
     "ERROR_CODES[]": count(2**31 - 1),  # a driver error number (errno)
 }

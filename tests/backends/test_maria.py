@@ -168,3 +168,17 @@ def test_orm_update_on_a_lost_connection_is_outcome_unknown_not_a_driver_error(c
             Item.objects.using("mupdate").filter(key="counter").update(value=F("value") + 1)
         proxy.heal()
     assert Item.objects.using("mysql").get(key="counter").value in (0, 1)
+
+
+def test_write_refused_by_a_read_only_server_runs_once_on_the_writer(bed):
+    # The replica runs with read_only = ON, as a demoted primary does: the
+    # INSERT is refused (1290) before it runs, so it runs once on the writer.
+    primary = {"HOST": bed.host, "PORT": str(bed.maria_primary_port)}
+    with adhoc_alias("mrw", "mysql", HOST=bed.host, PORT=str(bed.maria_replica_port)), \
+            resilient_settings(mrw={"PEERS": [primary]}), capture_signals() as seen:
+        assert Item.objects.using("mrw").filter(key="nothing").count() == 0
+        assert connections["mrw"]._rdb_target.port == str(bed.maria_replica_port)
+        Item.objects.using("mrw").create(key="ro")
+        assert connections["mrw"]._rdb_target.port == str(bed.maria_primary_port)
+    assert Item.objects.using("mysql").filter(key="ro").count() == 1
+    assert [(e["category"], e["outcome"]) for e in seen["query_retried"]] == [("read_only", "ok")]

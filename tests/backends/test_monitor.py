@@ -194,3 +194,33 @@ def test_fast_rechecks_leave_too_many_connections_to_the_back_off():
     assert step <= FAST_CAP
     at, _ = monitor._fast_schedule("c", "server_starting", 10.0, 10.0)
     assert at - 10.0 == STARTING_FIRST
+
+
+def test_a_replica_alias_pointing_at_a_primary_is_reported(bed, fresh_registry):
+    from resilient_db import signals
+    from resilient_db.health.monitor import ensure_monitor
+
+    seen: list[dict] = []
+
+    def receiver(sender, **kwargs):
+        kwargs.pop("signal", None)
+        seen.append(kwargs)
+
+    signals.role_mismatch.connect(receiver)
+    try:
+        with adhoc_alias("mis", "default", HOST=bed.host, PORT=str(bed.pg_primary_port)), \
+                resilient_settings(default={"REPLICAS": ["replica", "mis"],
+                                            "MAX_REPLICA_LAG": 5.0},
+                                   _top={"HEALTH": {"LAG_CHECK_INTERVAL": 0.2}}):
+            from resilient_db.health.targets import targets_for
+
+            # An ad-hoc alias exists in this thread's connections only: resolve
+            # its targets here (cached) for the monitor's thread.
+            targets_for("mis")
+            ensure_monitor()
+            end = time.monotonic() + 5.0
+            while not seen and time.monotonic() < end:
+                time.sleep(0.05)
+    finally:
+        signals.role_mismatch.disconnect(receiver)
+    assert [(e["alias"], e["role"], e["expected"]) for e in seen] == [("mis", "primary", "replica")]

@@ -148,7 +148,12 @@ def connect_with_failover(db: ResilientMixin) -> None:
             if not failed and previous is not None and previous != target:
                 # The lost connection's target was already marked down, so the
                 # plan went straight to another one: that is a failover too.
-                failed.append((previous, Category.CONNECTION_LOST))
+                why = (
+                    Category.READ_ONLY
+                    if db._rdb_reconnect_reason == Category.READ_ONLY.value
+                    else Category.CONNECTION_LOST
+                )
+                failed.append((previous, why))
             if failed:
                 _announce_failover(db, failed, target)
             return

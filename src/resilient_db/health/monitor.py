@@ -29,9 +29,13 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from resilient_db.conf import get_settings
 from resilient_db.health.targets import Target
+
+if TYPE_CHECKING:
+    from resilient_db.health.registry import Registry
 
 __all__ = ["Monitor", "ensure_monitor", "monitor_wanted", "running_monitor", "stop_monitor"]
 
@@ -66,6 +70,8 @@ class Monitor:
         self._in_flight: dict[str, threading.Thread] = {}
         self._flight_lock = threading.Lock()
         self._next_lag_check = 0.0
+        self._beats: dict[str, float] = {}
+        self.cuts = 0
         self.thread = threading.Thread(target=self._loop, name="resilient_db monitor", daemon=True)
 
     def start(self) -> Monitor:
@@ -162,7 +168,33 @@ class Monitor:
                 wanted[known.key] = known
         if wanted:
             self._launch(list(wanted.values()), settings.health.probe_timeout)
-        return pause
+        return min(pause, self._heartbeat(registry, now, settings.health.heartbeat_after,
+                                          settings.health.heartbeat_timeout))
+
+    def _heartbeat(
+        self, registry: Registry, now: float, after: float | None, timeout: float
+    ) -> float:
+        """Probe the targets of long-running statements; cut those on a down target."""
+        from resilient_db.health import heartbeat
+        from resilient_db.health.records import State
+
+        if after is None or not heartbeat.tracking():
+            return IDLE_TICK
+        beats: list[Target] = []
+        for key, target in heartbeat.busy_targets(now, after).items():
+            if registry.health(target).state is not State.UP:
+                # Marked down (by a heartbeat, a failed connect, another
+                # process): a statement still waiting there waits for nothing.
+                self.cuts += heartbeat.cut_target(key)
+                continue
+            if key in self._in_flight or now - self._beats.get(key, -1e9) < max(after, 1.0):
+                continue
+            self._beats[key] = now
+            beats.append(target)
+        if beats:
+            self._launch(beats, timeout, heartbeat=True)
+        # Look often enough that a statement is seen soon after it passes ``after``.
+        return max(min(after / 2, 0.25), 0.02)
 
     def _fast_schedule(
         self, key: str, category: str | None, asked: float, now: float
@@ -182,7 +214,8 @@ class Monitor:
         self._fast[key] = current
         return current
 
-    def _launch(self, targets: list[Target], timeout: float) -> None:
+    def _launch(self, targets: list[Target], timeout: float, *, heartbeat: bool = False) -> None:
+        from resilient_db.health import heartbeat as beat
         from resilient_db.health.probes import probe_many
 
         self.probes += len(targets)
@@ -190,7 +223,9 @@ class Monitor:
 
             def run(target: Target = target) -> None:
                 try:
-                    probe_many([target], timeout=timeout)
+                    (result,) = probe_many([target], timeout=timeout, measure_lag=not heartbeat)
+                    if heartbeat and not result.ok:
+                        self.cuts += beat.cut_target(target.key)
                 except Exception:  # noqa: BLE001 - a probe must never kill its thread noisily
                     logger.exception("health probe of %s failed", target.label)
                 finally:

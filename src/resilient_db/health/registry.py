@@ -354,6 +354,19 @@ class Registry:
             self.store.write(replace(old, role=role, updated_at=now))
         if old.wants_primary and role == "replica":
             logger.warning("%s of alias %s is read-only (a standby)", target.label, target.alias)
+        elif not old.wants_primary and role == "primary":
+            # A replica alias pointing at a writable server: its reads load the
+            # primary, its "lag" is 0, and a write through it would succeed.
+            logger.warning(
+                "%s of replica alias %s is a writable primary, not a replica: check its "
+                "HOST and REPLICAS",
+                target.label,
+                target.alias,
+            )
+            self._signal(
+                "role_mismatch", alias=target.alias, target=target.label, role=role,
+                expected="replica",
+            )
         elif old.role is not None:
             logger.info(
                 "%s of alias %s changed role: %s -> %s", target.label, target.alias, old.role, role
