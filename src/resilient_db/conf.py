@@ -112,6 +112,8 @@ class HealthConfig:
     # A statement running this long makes the monitor probe its target (None: off).
     heartbeat_after: float | None = 0.5
     heartbeat_timeout: float = 1.0
+    # The readiness endpoint reuses a probe result up to this old.
+    report_max_age: float = 5.0
 
 
 @dataclass(frozen=True)

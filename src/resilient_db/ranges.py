@@ -83,5 +83,6 @@ RANGES: dict[str, Range] = {
     "HEALTH.LAG_CHECK_INTERVAL": seconds(HOUR),
     "HEALTH.HEARTBEAT_AFTER": seconds(HOUR),
     "HEALTH.HEARTBEAT_TIMEOUT": seconds(MINUTE),
+    "HEALTH.REPORT_MAX_AGE": seconds(HOUR),
     "ERROR_CODES[]": count(2**31 - 1),  # a driver error number (errno)
 }

@@ -70,7 +70,7 @@ _ALIAS = "DATABASES.<alias>."
 _PEER = "DATABASES.<alias>.PEERS[]."
 HEALTH_KEYS = frozenset(
     {"IDLE_PING_AFTER", "SHOW_HOSTS", "PROBE_TIMEOUT", "LAG_CHECK_INTERVAL", "HEARTBEAT_AFTER",
-     "HEARTBEAT_TIMEOUT"}
+     "HEARTBEAT_TIMEOUT", "REPORT_MAX_AGE"}
 )
 ERROR_CATEGORIES = frozenset(
     {
@@ -379,6 +379,9 @@ class _Parser(ValueParser):
             ),
             heartbeat_timeout=self.number(
                 health_raw, "HEARTBEAT_TIMEOUT", hkey, 1.0, "HEALTH.HEARTBEAT_TIMEOUT"
+            ),
+            report_max_age=self.number(
+                health_raw, "REPORT_MAX_AGE", hkey, 5.0, "HEALTH.REPORT_MAX_AGE"
             ),
         )
 
