@@ -79,6 +79,10 @@ class ResilientMixin(_Base):
     # monitor's heartbeat; the lock keeps its socket from being shut once the
     # statement has ended (heartbeat.py).
     _rdb_busy_since: float = 0.0
+    # The socket of the current connection, read at connect time by the owner:
+    # some drivers (mysqlclient) refuse any call from another thread while a
+    # statement runs, so the heartbeat cannot ask them for it then.
+    _rdb_socket_fd: int = -1
     # Set while a statement refused as read-only runs again on a writer (once).
     _rdb_read_only_retry: bool = False
 
@@ -118,6 +122,8 @@ class ResilientMixin(_Base):
         connect_with_failover(self)
         settings = get_settings()
         if settings.health.heartbeat_after is not None and monitor_wanted(self.alias):
+            fd = socket_of(self.connection)
+            self._rdb_socket_fd = -1 if fd is None else fd
             track(self)
         self._rdb_idle_ping = settings.health.idle_ping_after
         timeout = settings.stall_timeout_of(self.alias)
@@ -149,6 +155,7 @@ class ResilientMixin(_Base):
     def _close(self) -> None:
         # The socket is about to go away and its number may be reused.
         self._rdb_stall_timeout = None
+        self._rdb_socket_fd = -1
         super()._close()  # type: ignore[misc]
 
     def _rdb_vendor_connect(self) -> None:

@@ -78,12 +78,8 @@ def cut_target(key: str) -> int:
         # Under the connection's lock its statement cannot end and its socket
         # be closed (and the descriptor reused) while it is being shut.
         with db._rdb_busy_lock:
-            if not db._rdb_busy_since:
-                continue
-            from resilient_db.backends.liveness import socket_of
-
-            fd = socket_of(db.connection)
-            if fd is None:
+            fd = db._rdb_socket_fd
+            if not db._rdb_busy_since or fd < 0:
                 continue
             try:
                 sock = socket.socket(fileno=os.dup(fd))
