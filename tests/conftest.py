@@ -51,3 +51,12 @@ def django_db_setup(bed: BedConfig, django_db_setup: None) -> Iterator[None]:
     for alias in connections:
         connections[alias].close()
     free_test_database(bed, name)
+
+
+@pytest.fixture(autouse=True)
+def _no_monitor_left_running() -> Iterator[None]:
+    """Stop the health monitor a test started, so no thread outlives its test."""
+    yield
+    from resilient_db.health.monitor import stop_monitor
+
+    stop_monitor()

@@ -27,6 +27,21 @@ def test_defaults_when_unset() -> None:
     assert parsed.alias("anything").peers == ()
 
 
+def test_monitor_settings_default_and_turn_off() -> None:
+    parsed, _ = parse_settings(None)
+    assert parsed.retry.hold == 0.0
+    assert parsed.health.heartbeat_after == 0.5
+    assert parsed.health.heartbeat_timeout == 1.0
+    parsed, problems = parse_settings(
+        {"RETRY": {"HOLD": 3.0}, "HEALTH": {"HEARTBEAT_AFTER": None, "HEARTBEAT_TIMEOUT": 2.0}}
+    )
+    assert problems == []
+    assert parsed.retry.hold == 3.0
+    assert parsed.health.heartbeat_after is None
+    assert parsed.health.heartbeat_timeout == 2.0
+    assert ids({"HEALTH": {"HEARTBEAT_AFTER": 0}}) == ["resilient_db.E004"]
+
+
 def test_full_shape_parses() -> None:
     parsed, problems = parse_settings(
         {

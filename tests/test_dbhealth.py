@@ -208,6 +208,26 @@ def test_watch_piped_prints_plain_rounds(bed: BedConfig) -> None:
     assert len(docs) == 2 and all(d["schema"] == 1 for d in docs)
 
 
+@pytest.mark.postgres
+def test_watch_with_a_frozen_target_does_not_wait_for_it_every_round(
+    bed: BedConfig, freeze_peer: Any
+) -> None:
+    from resilient_db.health import snapshot
+
+    snapshot.reset()
+    freeze_peer("pgbouncer_a")
+    started = time.monotonic()
+    code, out, _ = run("--database", "bouncers", "--watch", "0.2", "--count", "6",
+                       "--timeout", "1")
+    took = time.monotonic() - started
+    snapshot.reset()
+    assert out.count("dbhealth at ") == 6
+    # The first (live) round and the first from recent results each wait for
+    # the frozen peer once (1 s); the other four answer from recent results.
+    # Probed live every round, it took 6 s.
+    assert took < 1.0 + 1.0 + 6 * 0.2 + 1.0, took
+
+
 @pytest.mark.bed
 def test_table_fits_80_columns(bed: BedConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")

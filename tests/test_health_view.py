@@ -22,9 +22,13 @@ URL = "/health/db/"
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
+    from resilient_db.health import snapshot
+
     get_registry().reset()
+    snapshot.reset()
     yield
     get_registry().reset()
+    snapshot.reset()
 
 
 def hidden(bed: BedConfig) -> list[str]:
@@ -166,3 +170,42 @@ def test_prometheus_metrics_follow_signals(bed: BedConfig) -> None:
     assert 'resilient_db_target_state{alias="replica"' in text
     assert "resilient_db_replication_lag_seconds{" in text
     json.dumps(text)
+
+
+@pytest.mark.slow
+def test_hammered_endpoint_with_a_frozen_target_answers_fast_and_probes_once_per_interval(
+    bed: BedConfig, freeze_peer: Any
+) -> None:
+    import threading
+    import time
+
+    from resilient_db.health import snapshot
+
+    freeze_peer("pgbouncer_a")
+    # The first call in a process waits for its first probes (at most the
+    # probe timeout); every later one answers from them.
+    assert Client().get(URL).status_code == 200
+    probes_before = snapshot.started
+    durations: list[float] = []
+    statuses: list[int] = []
+    end = time.monotonic() + 10.0
+
+    def hammer() -> None:
+        client = Client()
+        while time.monotonic() < end:
+            began = time.monotonic()
+            statuses.append(client.get(URL).status_code)
+            durations.append(time.monotonic() - began)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    targets = len(snapshot._entries)
+    durations.sort()
+    p99 = durations[int(len(durations) * 0.99)]
+    assert set(statuses) == {200}
+    assert p99 <= 0.1, p99
+    # REPORT_MAX_AGE (5 s): at most two probes per target in the 10 s.
+    assert snapshot.started - probes_before <= 2 * targets, (snapshot.started, targets)

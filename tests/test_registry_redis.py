@@ -63,6 +63,7 @@ def store(prefix: str):
     s = CacheStore("redis", local_ttl=LOCAL_TTL, prefix=prefix)
     yield s
     s.clear()
+    s.close()
 
 
 def registry(store: CacheStore) -> Registry:
@@ -110,6 +111,53 @@ def test_another_process_learns_within_local_ttl(store: CacheStore, prefix: str)
         for stream in (proc.stdout, proc.stdin):
             if stream is not None:
                 stream.close()
+
+
+def test_another_process_learns_a_state_change_by_push_within_100_ms(prefix: str) -> None:
+    # LOCAL_TTL 30 s: only the push (Redis pub/sub) can bring the news this fast.
+    store = CacheStore("redis", local_ttl=30.0, prefix=prefix)
+    reg = registry(store)
+    assert reg.is_available(A)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OTHER, prefix, "30.0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)  # both listeners subscribed
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline().split()
+        assert line[0] == "marked"
+        marked = float(line[1])
+        deadline = time.monotonic() + 2
+        while reg.is_available(A) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        learned = time.time() - marked
+        assert not reg.is_available(A)
+        assert learned <= 0.1, learned
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("up")
+        deadline = time.monotonic() + 2
+        while not reg.is_available(A) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert reg.is_available(A)
+        assert store.pushed >= 2
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for stream in (proc.stdout, proc.stdin):
+            if stream is not None:
+                stream.close()
+        store.clear()
+        store.close()
 
 
 def test_half_open_probe_is_exclusive_across_stores(prefix: str) -> None:

@@ -151,7 +151,7 @@ rdb_dicts = st.fixed_dictionaries(
             st.fixed_dictionaries(
                 {},
                 optional={"READS": count, "DEADLINE": seconds, "BACKOFF": seconds,
-                          "ATOMIC_ATTEMPTS": count},
+                          "ATOMIC_ATTEMPTS": count, "HOLD": seconds},
             )
         ),
         "REPLICA_POLICY": mostly(st.sampled_from(["round_robin", "random", "least_lag"])),
@@ -176,7 +176,9 @@ rdb_dicts = st.fixed_dictionaries(
             st.fixed_dictionaries(
                 {},
                 optional={"IDLE_PING_AFTER": seconds, "SHOW_HOSTS": mostly(st.booleans()),
-                          "PROBE_TIMEOUT": seconds, "LAG_CHECK_INTERVAL": seconds},
+                          "PROBE_TIMEOUT": seconds, "LAG_CHECK_INTERVAL": seconds,
+                          "HEARTBEAT_AFTER": st.one_of(seconds, st.none()),
+                          "HEARTBEAT_TIMEOUT": seconds},
             )
         ),
         "ERROR_CODES": mostly(

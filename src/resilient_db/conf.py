@@ -78,6 +78,9 @@ class RetryConfig:
     deadline: float = 5.0
     backoff: float = 0.1
     atomic_attempts: int = 3
+    # How long a new connection waits for the monitor to bring a target back
+    # when every target of its alias is down; 0 fails fast (docs/health.md).
+    hold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class HealthConfig:
     show_hosts: bool = False
     probe_timeout: float = 2.0
     lag_check_interval: float = 1.0
+    # A statement running this long makes the monitor probe its target (None: off).
+    heartbeat_after: float | None = 0.5
+    heartbeat_timeout: float = 1.0
+    # The readiness endpoint reuses a probe result up to this old.
+    report_max_age: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,14 @@ RANGES: dict[str, Range] = {
     "RETRY.DEADLINE": seconds(HOUR),
     "RETRY.BACKOFF": seconds(MINUTE, zero=True),
     "RETRY.ATOMIC_ATTEMPTS": count(100),
+    "RETRY.HOLD": seconds(HOUR, zero=True),
     "PINNING.SECONDS": seconds(DAY, zero=True),
     "REGISTRY.LOCAL_TTL": seconds(MINUTE, zero=True),
     "HEALTH.IDLE_PING_AFTER": seconds(DAY, zero=True),
     "HEALTH.PROBE_TIMEOUT": seconds(MINUTE),
     "HEALTH.LAG_CHECK_INTERVAL": seconds(HOUR),
+    "HEALTH.HEARTBEAT_AFTER": seconds(HOUR),
+    "HEALTH.HEARTBEAT_TIMEOUT": seconds(MINUTE),
+    "HEALTH.REPORT_MAX_AGE": seconds(HOUR),
     "ERROR_CODES[]": count(2**31 - 1),  # a driver error number (errno)
 }

@@ -54,7 +54,7 @@ TOP_KEYS = frozenset(
 ALIAS_KEYS = frozenset(
     {"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "ROLE", "POLICY", "STALL_TIMEOUT"}
 )
-RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS"})
+RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS", "HOLD"})
 PINNING_KEYS = frozenset(
     {"SECONDS", "COOKIE", "SECURE", "HTTPONLY", "SAMESITE", "DOMAIN", "PATH", "SALT", "MODE"}
 )
@@ -68,7 +68,10 @@ COOKIE_DOMAIN = re.compile(r"[^\s;,/\x00-\x1f\x7f]+")
 # RANGES keys of an alias's own settings and of a peer dict's.
 _ALIAS = "DATABASES.<alias>."
 _PEER = "DATABASES.<alias>.PEERS[]."
-HEALTH_KEYS = frozenset({"IDLE_PING_AFTER", "SHOW_HOSTS", "PROBE_TIMEOUT", "LAG_CHECK_INTERVAL"})
+HEALTH_KEYS = frozenset(
+    {"IDLE_PING_AFTER", "SHOW_HOSTS", "PROBE_TIMEOUT", "LAG_CHECK_INTERVAL", "HEARTBEAT_AFTER",
+     "HEARTBEAT_TIMEOUT", "REPORT_MAX_AGE"}
+)
 ERROR_CATEGORIES = frozenset(
     {
         "connection_lost",
@@ -320,6 +323,7 @@ class _Parser(ValueParser):
             atomic_attempts=self.integer(
                 retry_raw, "ATOMIC_ATTEMPTS", rkey, 3, "RETRY.ATOMIC_ATTEMPTS"
             ),
+            hold=self.number(retry_raw, "HOLD", rkey, 0.0, "RETRY.HOLD"),
         )
 
         pin_raw = self.mapping(top.get("PINNING"), f"{SETTING}['PINNING']") or {}
@@ -366,6 +370,18 @@ class _Parser(ValueParser):
             probe_timeout=self.number(health_raw, "PROBE_TIMEOUT", hkey, 2.0, "HEALTH.PROBE_TIMEOUT"),
             lag_check_interval=self.number(
                 health_raw, "LAG_CHECK_INTERVAL", hkey, 1.0, "HEALTH.LAG_CHECK_INTERVAL"
+            ),
+            # Absent: the default; None: the heartbeat is off.
+            heartbeat_after=0.5
+            if "HEARTBEAT_AFTER" not in health_raw
+            else self.optional_number(
+                health_raw, "HEARTBEAT_AFTER", hkey, 0.5, "HEALTH.HEARTBEAT_AFTER"
+            ),
+            heartbeat_timeout=self.number(
+                health_raw, "HEARTBEAT_TIMEOUT", hkey, 1.0, "HEALTH.HEARTBEAT_TIMEOUT"
+            ),
+            report_max_age=self.number(
+                health_raw, "REPORT_MAX_AGE", hkey, 5.0, "HEALTH.REPORT_MAX_AGE"
             ),
         )
 

@@ -12,6 +12,7 @@ keyword arguments (never a password):
 ``pinned``           alias (primary), reason ("write", "db_write", "cookie", "scope")
 ``replica_skipped``  alias (replica), primary, reason ("down", "lag", "unknown_lag", "lag_unmeasured", "lsn"), lag
 ``primary_fallback`` alias (primary), reason ("no_usable_replica", "lag_unmeasured")
+``role_mismatch``    alias, target, role (what the server is), expected ("replica")
 """
 
 from __future__ import annotations
@@ -26,3 +27,4 @@ failover = Signal()
 pinned = Signal()
 replica_skipped = Signal()
 primary_fallback = Signal()
+role_mismatch = Signal()

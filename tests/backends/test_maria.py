@@ -171,3 +171,52 @@ def test_orm_update_on_a_lost_connection_is_outcome_unknown_not_a_driver_error(c
             Item.objects.using("mupdate").filter(key="counter").update(value=F("value") + 1)
         proxy.heal()
     assert Item.objects.using("mysql").get(key="counter").value in (0, 1)
+
+
+def test_write_refused_by_a_read_only_server_runs_once_on_the_writer(bed):
+    # The replica runs with read_only = ON, as a demoted primary does: the
+    # INSERT is refused (1290) before it runs, so it runs once on the writer.
+    primary = {"HOST": bed.host, "PORT": str(bed.maria_primary_port)}
+    with adhoc_alias("mrw", "mysql", HOST=bed.host, PORT=str(bed.maria_replica_port)), \
+            resilient_settings(mrw={"PEERS": [primary]}), capture_signals() as seen:
+        assert Item.objects.using("mrw").filter(key="nothing").count() == 0
+        assert connections["mrw"]._rdb_target.port == str(bed.maria_replica_port)
+        Item.objects.using("mrw").create(key="ro")
+        assert connections["mrw"]._rdb_target.port == str(bed.maria_primary_port)
+    assert Item.objects.using("mysql").filter(key="ro").count() == 1
+    assert [(e["category"], e["outcome"]) for e in seen["query_retried"]] == [("read_only", "ok")]
+
+
+def test_a_read_whose_maria_peer_freezes_mid_statement_fails_over(bed, freeze_peer):
+    # The heartbeat (no STALL_TIMEOUT): the frozen peer is found by the
+    # monitor's probe, the statement in flight is cut and the read runs again
+    # on the other peer.
+    import time
+
+    from resilient_db.health.monitor import running_monitor, stop_monitor
+    from resilient_db.health.registry import get_registry
+
+    stop_monitor()
+    get_registry().reset()
+    peer = {"HOST": bed.host, "PORT": str(bed.maria_peer_b_port)}
+    with adhoc_alias("mpool", "mysql", HOST=bed.host, PORT=str(bed.maria_peer_a_port),
+                     CONN_MAX_AGE=None) as conn, \
+            resilient_settings(mpool={"PEERS": [peer]}):
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        freezer = threading.Timer(0.3, freeze_peer, args=("maria_peer_a",))
+        freezer.start()
+        started = time.monotonic()
+        try:
+            with idempotent(), conn.cursor() as cursor:
+                cursor.execute("SELECT SLEEP(1)")
+                cursor.fetchone()
+            took = time.monotonic() - started
+        finally:
+            freezer.join()
+            freeze_peer.thaw()
+        assert conn._rdb_target.port == str(bed.maria_peer_b_port)
+        monitor = running_monitor()
+        assert monitor is not None and monitor.cuts >= 1
+    get_registry().reset()
+    assert took < 0.3 + 2.0 + 1.0 + 0.5, took

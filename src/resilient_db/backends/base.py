@@ -17,6 +17,7 @@ translation; the mixin only overrides Django's documented extension points:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ from resilient_db.backends.stall import Watching, describe
 from resilient_db.backends.timeouts import apply_connect_timeout
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import ConnectionLost, OutcomeUnknown
+from resilient_db.health.heartbeat import track
+from resilient_db.health.monitor import monitor_wanted
 
 if TYPE_CHECKING:
     import select
@@ -72,9 +75,20 @@ class ResilientMixin(_Base):
     # off or when the driver has no socket (sqlite), so the hot path checks one attribute.
     _rdb_stall_timeout: float | None = None
     _rdb_stall_fd: int = -1
+    # When the statement in flight started (monotonic; 0.0: none), read by the
+    # monitor's heartbeat; the lock keeps its socket from being shut once the
+    # statement has ended (heartbeat.py).
+    _rdb_busy_since: float = 0.0
+    # The socket of the current connection, read at connect time by the owner:
+    # some drivers (mysqlclient) refuse any call from another thread while a
+    # statement runs, so the heartbeat cannot ask them for it then.
+    _rdb_socket_fd: int = -1
+    # Set while a statement refused as read-only runs again on a writer (once).
+    _rdb_read_only_retry: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._rdb_busy_lock = threading.Lock()
         self._rdb_install_wrapper()
 
     def _rdb_install_wrapper(self) -> None:
@@ -107,6 +121,10 @@ class ResilientMixin(_Base):
         self._rdb_stall_timeout = None  # statements run while connecting are not watched
         connect_with_failover(self)
         settings = get_settings()
+        if settings.health.heartbeat_after is not None and monitor_wanted(self.alias):
+            fd = socket_of(self.connection)
+            self._rdb_socket_fd = -1 if fd is None else fd
+            track(self)
         self._rdb_idle_ping = settings.health.idle_ping_after
         timeout = settings.stall_timeout_of(self.alias)
         fd = socket_of(self.connection) if timeout is not None else None
@@ -137,6 +155,7 @@ class ResilientMixin(_Base):
     def _close(self) -> None:
         # The socket is about to go away and its number may be reused.
         self._rdb_stall_timeout = None
+        self._rdb_socket_fd = -1
         super()._close()  # type: ignore[misc]
 
     def _rdb_vendor_connect(self) -> None:

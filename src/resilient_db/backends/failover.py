@@ -88,16 +88,26 @@ def connect_with_failover(db: ResilientMixin) -> None:
     attempts: list[Attempt] = []
     failed: list[tuple[Target, Category]] = []
     previous = db._rdb_target if db._rdb_reconnect_reason is not None else None
+    monitor = _monitor_of(db.alias)
+    # With a monitor, a caller finding every target down waits for it at
+    # most this long: RETRY.HOLD for a new connection; the retry deadline for
+    # a read being retried or a connection being replaced, whose server just
+    # went away under work in progress (a restart, a switchover).
+    if db._rdb_deadline is not None or previous is not None:
+        hold_until = deadline
+    else:
+        hold_until = min(deadline, start + settings.retry.hold)
+    probe = monitor is None
     tried_once = False
     last_resort = False
     while True:
         if last_resort:
             plan = _last_resort(registry, targets)
         else:
-            plan = _order(registry.plan(targets, cfg.policy), registry, want_writer)
+            plan = _order(registry.plan(targets, cfg.policy, probe=probe), registry, want_writer)
         if fallback and not last_resort:
             # The replica's own targets first; the primary only when none answers.
-            plan += registry.plan(fallback, "priority")
+            plan += registry.plan(fallback, "priority", probe=probe)
         for target in plan:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and tried_once:
@@ -133,15 +143,39 @@ def connect_with_failover(db: ResilientMixin) -> None:
             if not failed and previous is not None and previous != target:
                 # The lost connection's target was already marked down, so the
                 # plan went straight to another one: that is a failover too.
-                failed.append((previous, Category.CONNECTION_LOST))
+                why = (
+                    Category.READ_ONLY
+                    if db._rdb_reconnect_reason == Category.READ_ONLY.value
+                    else Category.CONNECTION_LOST
+                )
+                failed.append((previous, why))
             if failed:
                 _announce_failover(db, failed, target)
             return
         if last_resort:
             break
+        leader_change = want_writer and any(c is Category.READ_ONLY for _, c in failed)
+        if monitor is not None and leader_change and time.monotonic() + settings.retry.backoff < deadline:
+            # No member is writable, but some answered read-only: a leader
+            # change is under way and any of them may be promoted next. They
+            # are up (not down), so asking them again is no probe of a down
+            # target; a write waits for the new leader up to the deadline
+            # instead of failing at once.
+            time.sleep(max(settings.retry.backoff, _MIN_PAUSE))
+            continue
+        if monitor is not None:
+            # Rule 10: no request connects to a target marked down. The
+            # monitor re-checks them fast while callers wait (demand).
+            down = [*targets, *fallback]
+            monitor.demand(down)
+            if time.monotonic() >= hold_until or not _wait_for_usable(
+                registry, monitor, down, hold_until
+            ):
+                break
+            continue
         remaining = deadline - time.monotonic()
         pause = _pause(registry, targets, settings.retry.backoff)
-        if want_writer and any(category is Category.READ_ONLY for _, category in failed):
+        if leader_change:
             # No member is writable, but some answered read-only: a leader
             # change is under way and any of them may be promoted next, so
             # they are asked again after RETRY.BACKOFF, not when the dead
@@ -207,6 +241,34 @@ def discard_connection(db: ResilientMixin) -> None:
         db.close()
     if not db.in_atomic_block:
         db.connection = None
+
+
+def _monitor_of(alias: str) -> Any:
+    """Return the running monitor when ``alias`` is one it looks after (starting it), else None."""
+    from resilient_db.health.monitor import ensure_monitor, monitor_wanted
+
+    if not monitor_wanted(alias):
+        return None
+    return ensure_monitor()
+
+
+def _wait_for_usable(
+    registry: Any, monitor: Any, targets: Sequence[Target], until: float
+) -> bool:
+    """Wait until one of ``targets`` is usable or ``until``; True if one is."""
+    last_demand = time.monotonic()
+    while True:
+        if any(registry.is_available(t) for t in targets):
+            return True
+        now = time.monotonic()
+        if now >= until:
+            return False
+        if now - last_demand >= 0.5:
+            monitor.demand(targets)  # keep the fast re-checks going while waiting
+            last_demand = now
+        # A registry read is a dict lookup: polling every 10 ms costs nothing
+        # and bounds the extra latency after the monitor's verdict.
+        time.sleep(min(0.01, until - now))
 
 
 def _driver_error(db: ResilientMixin) -> type[Exception]:

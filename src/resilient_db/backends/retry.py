@@ -52,8 +52,16 @@ def retry_wrapper(
     timeout = db._rdb_stall_timeout
     if timeout is not None:
         return _watched(db, timeout, execute, sql, params, many, context)
+    # Seen by the monitor's heartbeat: a statement that runs long has its
+    # server checked (health/heartbeat.py). Cleared under the lock, so its
+    # socket is never shut once it has returned.
+    db._rdb_busy_since = time.monotonic()
     try:
-        return execute(sql, params, many, context)
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            with db._rdb_busy_lock:
+                db._rdb_busy_since = 0.0
     except ResilientDBError:
         # Already decided by an inner layer (a nested wrapper or a retry).
         raise
@@ -107,7 +115,11 @@ def _on_error(
         known = classify(exc, connection=db.connection)
         if known is Category.READ_ONLY:
             note_read_only(db, exc)
-            raise exc
+            if db.in_atomic_block or not db.autocommit or db._rdb_read_only_retry:
+                # Inside a transaction the block's earlier statements ran on
+                # this server: nothing moves; the block fails as it would.
+                raise exc
+            return _retry_on_writer(db, exc, execute, sql, params, many, context)
     category = lost_connection(db, exc, stalled, known)
     if category is None:
         # Rule 5: integrity, data, syntax, conflicts... never a target failure.
@@ -138,6 +150,55 @@ def _on_error(
     return _retry_read(
         db, exc, category, what, error, guard, execute, sql, params, many, context
     )
+
+
+def _retry_on_writer(
+    db: ResilientMixin,
+    exc: DatabaseError,
+    execute: Execute,
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
+    """Run a statement refused as read-only once more, on a writable target (rule 13).
+
+    The server refused it before running it (SQLSTATE 25006, MySQL 1290/1836),
+    so nothing was written: a switchover demoted this server, and the
+    statement belongs on the writable one. Once: a second refusal is raised.
+    """
+    from resilient_db.backends.failover import discard_connection
+    from resilient_db.health.errors import Category
+
+    cursor_wrapper = context["cursor"]
+    name = getattr(cursor_wrapper.cursor, "name", None)
+    refused_on = db._rdb_target
+    discard_connection(db)
+    db._rdb_reconnect_reason = "read_only"
+    db._rdb_want_writer = True
+    try:
+        db.ensure_connection()
+        with db.wrap_database_errors:
+            cursor_wrapper.cursor = db.create_cursor(name)
+    except DatabaseError:
+        # No writable target (or none reachable): the refusal is the answer.
+        _retried(db, 1, Category.READ_ONLY, type(exc).__name__, "lost")
+        raise exc  # noqa: B904 - the refusal, with its driver cause, is the error
+    logger.warning(
+        "A write on %r was refused as read-only by %s; ran it on %s",
+        db.alias, refused_on.label if refused_on else "?",
+        db._rdb_target.label if db._rdb_target else "?",
+    )
+    db._rdb_read_only_retry = True
+    try:
+        result = retry_wrapper(execute, sql, params, many, context)
+    except BaseException:
+        _retried(db, 1, Category.READ_ONLY, type(exc).__name__, "error")
+        raise
+    finally:
+        db._rdb_read_only_retry = False
+    _retried(db, 1, Category.READ_ONLY, type(exc).__name__, "ok")
+    return result
 
 
 def lost_connection(
@@ -213,8 +274,13 @@ def _retry_read(
                 # The ORM holds this CursorWrapper and fetches from it after
                 # execute() returns, so the fresh driver cursor goes inside it.
                 cursor_wrapper.cursor = db.create_cursor(name)
-            with watch:
-                result = run_guarded(db, guard, execute, sql, params, many, context)
+            db._rdb_busy_since = time.monotonic()
+            try:
+                with watch:
+                    result = run_guarded(db, guard, execute, sql, params, many, context)
+            finally:
+                with db._rdb_busy_lock:
+                    db._rdb_busy_since = 0.0
         except ResilientDBError:
             # No target could be reached (AllTargetsDown) or an inner layer decided.
             _retried(db, attempt, category, error, "lost")

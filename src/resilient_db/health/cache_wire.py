@@ -118,6 +118,16 @@ class RedisWire:
         if names:
             self._client(None, write=True).delete(*[self._key(n) for n in names])
 
+    def publish(self, name: str, message: str) -> None:
+        """Publish text ``message`` on the channel ``name`` (namespaced like a key)."""
+        self._client(None, write=True).publish(self._key(name), message.encode())
+
+    def subscribe(self, name: str) -> Any:
+        """Return a redis PubSub subscribed to the channel ``name``."""
+        pubsub = self._client(None, write=False).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self._key(name))
+        return pubsub
+
 
 def wire_for(cache: Any) -> Wire:
     """Return the wire for ``cache``: raw redis for Django's RedisCache, else the cache API."""

@@ -226,9 +226,7 @@ def _prepare(
     measure_lag: bool,
 ) -> _Job | ProbeResult:
     if base_settings is None:
-        from django.db import connections
-
-        base_settings = connections[target.alias].settings_dict
+        base_settings = _base_settings(target.alias)
     params = target.settings_dict(base_settings)
     vendor = vendor or vendor_of(target.alias, params)
     runner = _runner(vendor)
@@ -237,6 +235,23 @@ def _prepare(
     if timeout is None:
         timeout = get_settings().health.probe_timeout
     return _Job(target, runner, params, timeout, measure_lag)
+
+
+def _base_settings(alias: str) -> Mapping[str, Any]:
+    from django.db import connections
+    from django.utils.connection import ConnectionDoesNotExist
+
+    try:
+        return connections[alias].settings_dict
+    except ConnectionDoesNotExist:
+        # Django's connections are per thread: an alias added at run time in
+        # another thread (the monitor probes from its own) is only in settings.
+        from django.conf import settings
+
+        found = settings.DATABASES.get(alias)
+        if not isinstance(found, Mapping):
+            raise
+        return found
 
 
 def _record(result: ProbeResult, exc: BaseException | None) -> None:

@@ -96,8 +96,14 @@ class Registry:
         record = self._read(target.key)
         return record is None or record.usable
 
-    def plan(self, targets: Sequence[Target], policy: str = "priority") -> list[Target]:
-        """Return the targets to try, in order; a won half-open probe comes first."""
+    def plan(
+        self, targets: Sequence[Target], policy: str = "priority", *, probe: bool = True
+    ) -> list[Target]:
+        """Return the targets to try, in order; a won half-open probe comes first.
+
+        ``probe=False`` (an alias the monitor looks after): down targets are
+        never handed to the caller, the monitor re-checks them (rule 10).
+        """
         read = self._read
         available: list[tuple[Target, bool]] = []
         degraded: list[Target] = []
@@ -114,7 +120,7 @@ class Registry:
             else:
                 if now is None:
                     now = self.clock()
-                if record.due(now, self.max_wait):
+                if probe and record.due(now, self.max_wait):
                     due.append(target)
         ordered = self._order(available, policy)
         for target in due:
@@ -142,8 +148,12 @@ class Registry:
 
     # ----- half-open probe ------------------------------------------------------------
 
-    def try_acquire_probe(self, target: Target) -> bool:
-        """Take the half-open probe of a down target that is due; True for one caller only."""
+    def try_acquire_probe(self, target: Target, *, early: bool = False) -> bool:
+        """Take the half-open probe of a down target that is due; True for one caller only.
+
+        ``early``: the monitor re-checks a target callers are waiting on
+        before its back-off ends; a failure then leaves the back-off as it was.
+        """
         with self._lock:
             record = self.store.fresh(target.key)
             now = self.clock()
@@ -158,16 +168,20 @@ class Registry:
                 ends = record.next_check_at or 0.0
                 if now < ends and (not self.store.shared or ends <= now + self.probe_lease):
                     return False
-            elif not record.due(now, self.max_wait):
+            elif not early and not record.due(now, self.max_wait):
                 return False
             if not self.store.acquire(target.key, self.probe_lease):
                 return False
             self.targets.setdefault(target.key, target)
+            # A failed probe doubles the back-off; an early one must not
+            # (fast re-checks would push the regular schedule to its cap).
+            backoff = record.backoff / 2 if early and record.state is State.DOWN else record.backoff
             self.store.write(
                 replace(
                     record,
                     state=State.PROBING,
                     next_check_at=now + self.probe_lease,
+                    backoff=backoff,
                     updated_at=now,
                 )
             )
@@ -340,6 +354,19 @@ class Registry:
             self.store.write(replace(old, role=role, updated_at=now))
         if old.wants_primary and role == "replica":
             logger.warning("%s of alias %s is read-only (a standby)", target.label, target.alias)
+        elif not old.wants_primary and role == "primary":
+            # A replica alias pointing at a writable server: its reads load the
+            # primary, its "lag" is 0, and a write through it would succeed.
+            logger.warning(
+                "%s of replica alias %s is a writable primary, not a replica: check its "
+                "HOST and REPLICAS",
+                target.label,
+                target.alias,
+            )
+            self._signal(
+                "role_mismatch", alias=target.alias, target=target.label, role=role,
+                expected="replica",
+            )
         elif old.role is not None:
             logger.info(
                 "%s of alias %s changed role: %s -> %s", target.label, target.alias, old.role, role

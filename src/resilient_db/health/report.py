@@ -206,8 +206,14 @@ def build_report(
     *,
     timeout: float | None = None,
     record: bool = True,
+    max_age: float | None = None,
 ) -> Report:
-    """Probe every target of ``aliases`` (default: all) in parallel and judge them."""
+    """Probe every target of ``aliases`` (default: all) in parallel and judge them.
+
+    ``max_age``: reuse a probe result up to this old, probing stale targets
+    in the background, once per target however many callers ask
+    (snapshot.py); ``None`` probes every target live now (``dbhealth``).
+    """
     started = time.monotonic()
     generated_at = time.time()
     cfg = get_settings()
@@ -220,7 +226,12 @@ def build_report(
         timeout = cfg.health.probe_timeout
 
     targets = [t for alias in chosen for t in targets_for(alias)]
-    results = probe_many(targets, timeout=timeout, record=record) if targets else []
+    if max_age is not None:
+        from resilient_db.health.snapshot import latest_results
+
+        results = latest_results(targets, timeout=timeout, max_age=max_age)
+    else:
+        results = probe_many(targets, timeout=timeout, record=record) if targets else []
     by_target = {r.target: r for r in results}
     registry = get_registry()
     replica_aliases = cfg.replica_aliases()

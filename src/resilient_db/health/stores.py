@@ -21,16 +21,20 @@ clock and its own longest wait, so a stale record cannot lock it out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
+import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from resilient_db.health.cache_wire import Wire, lease_end, read_index, wire_for
+from resilient_db.health.cache_wire import RedisWire, Wire, lease_end, read_index, wire_for
 from resilient_db.health.codec import BadRecord, decode, encode
 from resilient_db.health.records import TargetHealth
 
@@ -163,6 +167,14 @@ class CacheStore:
         self.max_future = 3600.0
         self.rejected = 0
         self._rejected_keys: set[str] = set()
+        # Redis only: state changes are pushed (pub/sub) to every process
+        # at once instead of waiting out LOCAL_TTL (see _listen).
+        self._origin = uuid.uuid4().hex
+        self._listener: threading.Thread | None = None
+        self._listener_pid = 0
+        self._closing = threading.Event()
+        self.pushed = 0  # records received by push (tests, metrics)
+        self._start_listener()
 
     # The cache object is per thread in Django; look it up on each use.
     @property
@@ -204,6 +216,63 @@ class CacheStore:
                 what,
                 type(exc).__name__,
             )
+
+    # ----- push (Redis pub/sub) -------------------------------------------------
+
+    def _start_listener(self) -> None:
+        try:
+            wire = self._wire
+        except Exception:  # noqa: BLE001 - a cache that cannot even be built: reads report it
+            return
+        if not isinstance(wire, RedisWire):
+            return
+        self._listener_pid = os.getpid()
+        self._listener = threading.Thread(
+            target=_listen, args=(weakref.ref(self), self.prefix + "events", self._closing),
+            name="resilient_db health push", daemon=True,
+        )
+        self._listener.start()
+
+    def _publish(self, record: TargetHealth) -> None:
+        wire = self._wire
+        if isinstance(wire, RedisWire):
+            message = json.dumps({"o": self._origin, "r": encode(record)})
+            wire.publish(self.prefix + "events", message)
+
+    def _pushed(self, message: object) -> None:
+        """Take a record another process pushed (decoded and validated like any read)."""
+        try:
+            if isinstance(message, (bytes, bytearray)):
+                message = message.decode()
+            if not isinstance(message, str):
+                raise TypeError("not text")
+            data = json.loads(message)
+            origin, raw = data["o"], data["r"]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            self.rejected += 1
+            return
+        if origin == self._origin or not isinstance(raw, str):
+            return
+        try:
+            key = json.loads(raw)["key"]
+        except (ValueError, TypeError, KeyError):
+            self.rejected += 1
+            return
+        if not isinstance(key, str):
+            return
+        record = self._decode(raw, key)
+        if record is None:
+            return
+        self._known.setdefault(key, None)
+        self._local = {**self._local, key: record}
+        self.pushed += 1
+
+    def close(self) -> None:
+        """Stop the push listener (tests; a process-wide store lives until exit)."""
+        self._closing.set()
+        listener = self._listener
+        if listener is not None and listener.is_alive() and self._listener_pid == os.getpid():
+            listener.join(2.0)
 
     def read(self, key: str) -> TargetHealth | None:
         """Return the local copy of ``key``'s record, refreshing it when due."""
@@ -276,6 +345,8 @@ class CacheStore:
             return
         try:
             self._wire.set(self._ck(key), encode(record), RECORD_TIMEOUT)
+            if share:
+                self._publish(record)
             if key not in self._indexed:
                 self._add_to_index(key)
         except Exception as exc:  # noqa: BLE001 - any cache failure: the local copy still holds it
@@ -385,6 +456,40 @@ class CacheStore:
             k: v for k, v in self._local.items() if k not in set(keys)
         }
         self._refresh_at = -math.inf
+
+
+def _listen(ref: weakref.ref[CacheStore], channel: str, closing: threading.Event) -> None:
+    """Apply records pushed by other processes until the store is closed or gone."""
+    pubsub: Any = None
+    while not closing.is_set():
+        store = ref()
+        if store is None:
+            break
+        try:
+            if pubsub is None:
+                wire = store._wire
+                if not isinstance(wire, RedisWire):
+                    break
+                pubsub = wire.subscribe(channel)
+            del store  # hold no strong reference while waiting
+            message = pubsub.get_message(timeout=0.5)
+            if message is not None and message.get("type") == "message":
+                store = ref()
+                if store is not None:
+                    store._pushed(message.get("data"))
+        except Exception as exc:  # noqa: BLE001 - Redis down: LOCAL_TTL refreshes still work
+            store = ref()
+            if store is not None:
+                store._failed("listen", exc)
+            del store
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+                pubsub = None
+            closing.wait(1.0)
+    if pubsub is not None:
+        with contextlib.suppress(Exception):
+            pubsub.close()
 
 
 def make_store(store: str, cache_alias: str, local_ttl: float) -> Store:

@@ -5,6 +5,9 @@ The JSON body is the ``dbhealth --json`` schema; host names, ports, database
 names and driver messages appear only with ``RESILIENT_DB["HEALTH"]["SHOW_HOSTS"]``
 (driver messages quote addresses), and passwords never. A degraded report
 (a replica down or lagging, a peer down) is still 200: the site answers.
+It answers from probes at most ``HEALTH.REPORT_MAX_AGE`` old, each target
+probed once per that interval however many callers ask (snapshot.py), so a
+frozen server never holds the callers, or the web workers they occupy.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ def _status(servable: bool) -> int:
 
 @require_safe
 def health(request: HttpRequest) -> HttpResponse:
-    """Probe every alias and answer with the JSON report (or OpenMetrics with ?format=openmetrics)."""
+    """Answer with the JSON report (or OpenMetrics with ?format=openmetrics) from recent probes."""
     if request.GET.get("format") == "openmetrics":
         return metrics(request)
     cfg = get_settings().health
-    report = build_report(timeout=cfg.probe_timeout)
+    report = build_report(timeout=cfg.probe_timeout, max_age=cfg.report_max_age)
     response = JsonResponse(
         report.as_dict(show_hosts=cfg.show_hosts), status=_status(report.servable)
     )
@@ -38,9 +41,9 @@ def health(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Probe every alias and answer in the OpenMetrics text format."""
+    """Answer in the OpenMetrics text format from recent probes."""
     cfg = get_settings().health
-    report = build_report(timeout=cfg.probe_timeout)
+    report = build_report(timeout=cfg.probe_timeout, max_age=cfg.report_max_age)
     response = HttpResponse(
         render_openmetrics(report, show_hosts=cfg.show_hosts),
         content_type=CONTENT_TYPE,

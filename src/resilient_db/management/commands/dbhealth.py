@@ -199,7 +199,10 @@ class Command(BaseCommand):
                     # Sleep the rest of the interval, not the whole of it: a slow
                     # probe round must not stretch the period.
                     time.sleep(max(0.0, watch - report.duration))
-                    report = self._probe(aliases, timeout)
+                    # Later rounds answer from results at most one interval
+                    # old, re-probed in the background: a frozen target never
+                    # stalls the display, and is probed once per interval.
+                    report = self._probe(aliases, timeout, max_age=watch)
                     runs += 1
                     self._show(report, as_json=as_json, palette=palette, tty=tty, redraw=True)
             except KeyboardInterrupt:
@@ -254,9 +257,11 @@ class Command(BaseCommand):
                 returncode=MISCONFIGURED,
             )
 
-    def _probe(self, aliases: list[str] | None, timeout: float) -> Report:
+    def _probe(
+        self, aliases: list[str] | None, timeout: float, max_age: float | None = None
+    ) -> Report:
         try:
-            return build_report(aliases, timeout=timeout)
+            return build_report(aliases, timeout=timeout, max_age=max_age)
         except UnknownAlias as exc:
             raise CommandError(f"Unknown database alias: {exc}", returncode=2) from None
         except ImproperlyConfigured as exc:

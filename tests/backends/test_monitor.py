@@ -1,0 +1,226 @@
+"""The health monitor owns every probe: requests read the registry, never re-check a down target."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from django.db import connections
+from django.test import Client, override_settings
+
+from resilient_db.exceptions import AllTargetsDown
+from resilient_db.health.monitor import running_monitor, stop_monitor
+from tests.backends.support import adhoc_alias, resilient_settings
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True, databases=["default"]),
+]
+
+URLS = "tests.backends.urls"
+
+
+@pytest.fixture
+def fresh_registry():
+    from resilient_db.health.registry import get_registry
+
+    stop_monitor()
+    get_registry().reset()
+    yield get_registry()
+    stop_monitor()
+    get_registry().reset()
+
+
+def bouncers(bed, *, max_age=0, **top):
+    peer = {"HOST": bed.host, "PORT": str(bed.pgbouncer_b_port)}
+    return (
+        adhoc_alias("pool", "default", HOST=bed.host, PORT=str(bed.pgbouncer_a_port),
+                    CONN_MAX_AGE=max_age),
+        resilient_settings(pool={"PEERS": [peer]}, _top=top),
+    )
+
+
+def test_a_peers_only_alias_starts_the_monitor_and_stopping_leaves_no_thread(bed, fresh_registry):
+    alias_cm, settings_cm = bouncers(bed)
+    with alias_cm, settings_cm:
+        assert running_monitor() is None
+        connections["pool"].ensure_connection()
+        monitor = running_monitor()
+        assert monitor is not None
+        connections["pool"].close()
+    stop_monitor()
+    assert not monitor.thread.is_alive()
+    assert not any(t.name.startswith("resilient_db") for t in threading.enumerate())
+
+
+def test_a_stale_down_mark_fails_fast_and_the_monitor_clears_it(fresh_registry):
+    # The registry may say "down" while the server is fine (a session killed
+    # in its handshake, another worker's view through a shared registry). No
+    # request connects to a target marked down: the first caller gets
+    # AllTargetsDown at once, and the monitor's fast re-check clears the mark.
+    from resilient_db.health.errors import Category
+    from resilient_db.health.registry import get_registry
+    from resilient_db.health.targets import targets_for
+
+    with resilient_settings(_top={"RETRY": {"DEADLINE": 2.0}, "CHECK_INTERVAL": 30.0,
+                                  "MAX_CHECK_INTERVAL": 60.0}):
+        registry = get_registry()
+        (target,) = targets_for("default")
+        registry.record_failure(target, TimeoutError("stale"), Category.CANNOT_CONNECT)
+        connections["default"].close()
+        started = time.monotonic()
+        with pytest.raises(AllTargetsDown):
+            Item.objects.count()
+        assert time.monotonic() - started < 0.05
+        while not registry.is_available(target) and time.monotonic() - started < 2.0:
+            time.sleep(0.01)
+        assert time.monotonic() - started < 0.5
+        assert Item.objects.count() >= 0
+
+
+def test_hold_waits_for_the_monitor_instead_of_failing(fresh_registry):
+    from resilient_db.health.errors import Category
+    from resilient_db.health.registry import get_registry
+    from resilient_db.health.targets import targets_for
+
+    with resilient_settings(_top={"RETRY": {"DEADLINE": 2.0, "HOLD": 1.0},
+                                  "CHECK_INTERVAL": 30.0, "MAX_CHECK_INTERVAL": 60.0}):
+        (target,) = targets_for("default")
+        get_registry().record_failure(target, TimeoutError("stale"), Category.CANNOT_CONNECT)
+        connections["default"].close()
+        started = time.monotonic()
+        assert Item.objects.count() >= 0
+        assert time.monotonic() - started < 0.5
+
+
+def test_both_peers_frozen_requests_are_answered_at_once_and_resume_after_thaw(
+    bed, freeze_peer, fresh_registry
+):
+    # libpq never waits less than 2 s to connect.
+    alias_cm, settings_cm = bouncers(bed, max_age=0, CONNECT_TIMEOUT=2.0,
+                                     RETRY={"DEADLINE": 5.0})
+    client = Client(raise_request_exception=False)
+    durations: list[float] = []
+    statuses: list[int] = []
+    with alias_cm, settings_cm, override_settings(ROOT_URLCONF=URLS):
+        assert client.get("/read/pool/").status_code == 200
+        freeze_peer("pgbouncer_a")
+        freeze_peer("pgbouncer_b")
+        try:
+            end = time.monotonic() + 8.0
+            while time.monotonic() < end:
+                began = time.monotonic()
+                statuses.append(client.get("/read/pool/").status_code)
+                durations.append(time.monotonic() - began)
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
+        finally:
+            freeze_peer.thaw()
+        thawed = time.monotonic()
+        first_ok = None
+        after: list[int] = []
+        while time.monotonic() - thawed < 3.0:
+            status = client.get("/read/pool/").status_code
+            if first_ok is None and status == 200:
+                first_ok = time.monotonic() - thawed
+            elif first_ok is not None:
+                after.append(status)
+            time.sleep(0.05)
+    # Only the first request pays connect timeouts; the others get the error at once.
+    assert len(durations) >= 30, durations
+    assert sum(d > 1.0 for d in durations[2:]) <= 1, durations
+    assert first_ok is not None and first_ok < 1.0, first_ok
+    assert after and set(after) == {200}
+
+
+def test_worker_loop_resumes_within_half_a_second_of_a_restart(bed, server_control, fresh_registry):
+    Item.objects.create(key="a")
+    failures: list[str] = []
+    successes: list[float] = []
+    accepting: list[float] = []
+    stopped = threading.Event()
+
+    def bounce() -> None:
+        server_control.stop("pg_primary")
+        stopped.set()
+        time.sleep(1.0)
+        server_control.start("pg_primary")
+
+    def watch() -> None:
+        # When the server accepts connections again, seen from outside.
+        stopped.wait(30)
+        while not accepting:
+            try:
+                psycopg.connect(host=bed.host, port=bed.pg_primary_port, dbname=bed.pg_db,
+                                user=bed.pg_user, password=bed.pg_password,
+                                connect_timeout=1).close()
+            except psycopg.Error:
+                time.sleep(0.01)
+                continue
+            accepting.append(time.monotonic())
+
+    bouncer = threading.Thread(target=bounce)
+    watcher = threading.Thread(target=watch)
+    with resilient_settings(_top={"RETRY": {"READS": 2, "DEADLINE": 10.0, "BACKOFF": 0.05}}):
+        bouncer.start()
+        watcher.start()
+        end = time.monotonic() + 6.0
+        try:
+            while time.monotonic() < end:
+                try:
+                    assert Item.objects.filter(key="a").count() == 1
+                    successes.append(time.monotonic())
+                except Exception as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.01)
+        finally:
+            bouncer.join()
+            watcher.join()
+    assert failures == []
+    assert accepting
+    resumed = min(t for t in successes if t >= accepting[0])
+    assert resumed - accepting[0] <= 0.5, resumed - accepting[0]
+
+
+def test_fast_rechecks_leave_too_many_connections_to_the_back_off():
+    from resilient_db.health.monitor import FAST_CAP, FAST_FIRST, STARTING_FIRST, Monitor
+
+    monitor = Monitor()
+    assert monitor._fast_schedule("a", "too_many_connections", 0.0, 0.0) is None
+    at, step = monitor._fast_schedule("b", "cannot_connect", 10.0, 10.0)
+    assert FAST_FIRST[0] <= at - 10.0 <= FAST_FIRST[1]
+    assert step <= FAST_CAP
+    at, _ = monitor._fast_schedule("c", "server_starting", 10.0, 10.0)
+    assert at - 10.0 == STARTING_FIRST
+
+
+def test_a_replica_alias_pointing_at_a_primary_is_reported(bed, fresh_registry):
+    from resilient_db import signals
+    from resilient_db.health.monitor import ensure_monitor
+
+    seen: list[dict] = []
+
+    def receiver(sender, **kwargs):
+        kwargs.pop("signal", None)
+        seen.append(kwargs)
+
+    signals.role_mismatch.connect(receiver)
+    try:
+        with adhoc_alias("mis", "default", HOST=bed.host, PORT=str(bed.pg_primary_port)), \
+                resilient_settings(default={"REPLICAS": ["replica", "mis"],
+                                            "MAX_REPLICA_LAG": 5.0},
+                                   _top={"HEALTH": {"LAG_CHECK_INTERVAL": 0.2}}):
+            from resilient_db.health.targets import targets_for
+
+            # An ad-hoc alias exists in this thread's connections only: resolve
+            # its targets here (cached) for the monitor's thread.
+            targets_for("mis")
+            ensure_monitor()
+            end = time.monotonic() + 5.0
+            while not seen and time.monotonic() < end:
+                time.sleep(0.05)
+    finally:
+        signals.role_mismatch.disconnect(receiver)
+    assert [(e["alias"], e["role"], e["expected"]) for e in seen] == [("mis", "primary", "replica")]
