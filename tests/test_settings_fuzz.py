@@ -290,7 +290,7 @@ def test_the_generators_reach_accepted_configurations() -> None:
         return None if errors_of(problems) else parsed
 
     @settings(
-        max_examples=300, deadline=None, derandomize=True, database=None,
+        max_examples=1500, deadline=None, derandomize=True, database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(rdb=rdb_dicts, alias=st.sampled_from(ALIASES), cfg=alias_cfg)
