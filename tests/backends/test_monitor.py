@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg
 import pytest
 from django.db import connections
 from django.test import Client, override_settings
 
 from resilient_db.exceptions import AllTargetsDown
 from resilient_db.health.monitor import running_monitor, stop_monitor
+from resilient_db.testing import pgdriver
 from tests.backends.support import adhoc_alias, resilient_settings
 from tests.testapp.models import Item
 
@@ -153,10 +153,11 @@ def test_worker_loop_resumes_within_half_a_second_of_a_restart(bed, server_contr
         stopped.wait(30)
         while not accepting:
             try:
-                psycopg.connect(host=bed.host, port=bed.pg_primary_port, dbname=bed.pg_db,
-                                user=bed.pg_user, password=bed.pg_password,
-                                connect_timeout=1).close()
-            except psycopg.Error:
+                # Either driver: the psycopg2-only cell has no psycopg 3.
+                pgdriver.connect(host=bed.host, port=bed.pg_primary_port, dbname=bed.pg_db,
+                                 user=bed.pg_user, password=bed.pg_password,
+                                 connect_timeout=1).close()
+            except Exception:
                 time.sleep(0.01)
                 continue
             accepting.append(time.monotonic())
