@@ -1,6 +1,6 @@
 """System checks for the ``RESILIENT_DB`` setting and how it fits the rest of the settings.
 
-Two layers: ``conf.parse_settings`` reports every malformed key (ids E002-E011),
+Two layers: ``settings_parser.parse_settings`` reports every malformed key (ids E002-E011),
 and the cross-setting checks look at the parsed values together with
 ``DATABASES`` (consistency.py, peers.py), ``DATABASE_ROUTERS`` and
 ``MIDDLEWARE`` (below). What concerns ``RESILIENT_DB`` itself is computed by
@@ -18,11 +18,13 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from resilient_db.conf import SETTING, parse_settings
-from resilient_db.consistency import KEY_DATABASES, consistency_problems
+from resilient_db.consistency import consistency_problems
 from resilient_db.health.checks import check_registry
 from resilient_db.peers import peer_problems
-from resilient_db.validation import as_check_messages, databases_of
+from resilient_db.problems import as_check_messages
+from resilient_db.settings_model import KEY_DATABASES, SETTING, ResilientSettings
+from resilient_db.settings_parser import parse_settings
+from resilient_db.validation import databases_of
 
 # Settings read by the packages this app replaces. Django ignores unknown
 # settings, so a project that migrated keeps them around believing they work.
@@ -125,8 +127,19 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
     databases = _databases()
     routers = _entries("DATABASE_ROUTERS")
     middleware = _entries("MIDDLEWARE")
-    out: list[checks.CheckMessage] = []
+    return [
+        *_routing_problems(parsed, routers, middleware),
+        *_leftover_settings(databases),
+        *_predecessor_modules(routers, middleware, databases),
+        *_engines_without_mixin(parsed, databases),
+    ]
 
+
+def _routing_problems(
+    parsed: ResilientSettings, routers: list[str], middleware: list[str]
+) -> list[checks.CheckMessage]:
+    """Report our router without replicas to route to, and pinning without its router."""
+    out: list[checks.CheckMessage] = []
     ours = [r for r in routers if r.startswith(ROUTER_PREFIX)]
     if ours and not any(cfg.replicas for cfg in parsed.databases.values()):
         out.append(
@@ -151,7 +164,12 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                 obj="MIDDLEWARE",
             )
         )
+    return out
 
+
+def _leftover_settings(databases: Mapping[str, Mapping[str, Any]]) -> list[checks.CheckMessage]:
+    """Report settings and DATABASES keys that only a predecessor package reads."""
+    out: list[checks.CheckMessage] = []
     for name, package in LEFTOVER_SETTINGS.items():
         if hasattr(settings, name):
             out.append(_leftover(name, package, name))
@@ -162,6 +180,14 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         for name, package in LEFTOVER_ALIAS_KEYS.items():
             if name in cfg:
                 out.append(_leftover(f"DATABASES[{alias!r}][{name!r}]", package, "DATABASES"))
+    return out
+
+
+def _predecessor_modules(
+    routers: list[str], middleware: list[str], databases: Mapping[str, Mapping[str, Any]]
+) -> list[checks.CheckMessage]:
+    """Report routers, middleware and engines still taken from a predecessor package."""
+    out: list[checks.CheckMessage] = []
     for setting, entries in (
         ("DATABASE_ROUTERS", routers),
         ("MIDDLEWARE", middleware),
@@ -179,7 +205,14 @@ def check_installation(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                             obj=setting,
                         )
                     )
+    return out
 
+
+def _engines_without_mixin(
+    parsed: ResilientSettings, databases: Mapping[str, Mapping[str, Any]]
+) -> list[checks.CheckMessage]:
+    """Report PEERS or ROLE set on an alias whose ENGINE is not resilient."""
+    out: list[checks.CheckMessage] = []
     for alias, acfg in parsed.databases.items():
         if not (acfg.peers or acfg.role) or alias not in databases:
             continue

@@ -1,160 +1,54 @@
-"""Read and validate the ``RESILIENT_DB`` setting.
+"""Read the ``RESILIENT_DB`` setting: the parsed, validated settings, cached.
 
-The setting is parsed once into immutable dataclasses and cached; the cache is
-dropped on ``setting_changed`` so ``override_settings`` works. Parsing never
-raises on bad input: it collects :class:`Problem` records, which the system
-checks report (each with an id and a hint). Code that needs the settings at
-run time calls :func:`get_settings`, which raises ``ImproperlyConfigured``
-listing every error the checks report (resilient_db.validation judges both), so
-a misconfiguration is never a ``KeyError`` deep inside a request.
+Settings flow one way: the raw dict goes through the parser
+(:mod:`resilient_db.settings_parser`) into the frozen dataclasses of
+:mod:`resilient_db.settings_model`, is judged by
+:mod:`resilient_db.validation`, and is cached here; the system checks report
+the same problems. Code that needs the settings at run time calls
+:func:`get_settings`, which raises ``ImproperlyConfigured`` listing every error
+the checks report, so a misconfiguration is never a ``KeyError`` deep inside a
+request. The cache is dropped by :func:`reset`, which the ``setting_changed``
+receiver :func:`clear_cache` calls, so ``override_settings`` works.
+
+The dataclasses and :func:`parse_settings` are re-exported: this module is the
+one place the rest of the app reads settings from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
 from django.core.exceptions import ImproperlyConfigured
 
-SETTING = "RESILIENT_DB"
+from resilient_db.settings_model import (
+    SETTING,
+    AliasConfig,
+    HealthConfig,
+    PeerSpec,
+    PinningConfig,
+    RegistryConfig,
+    ResilientSettings,
+    RetryConfig,
+)
+from resilient_db.settings_parser import parse_settings
+from resilient_db.validation import describe, errors_of, validate_current
 
-Policy = Literal["priority", "random", "round_robin"]
-ReplicaPolicy = Literal["round_robin", "random", "least_lag"]
-Role = Literal["primary", "replica"]
-StoreName = Literal["local", "cache"]
-PinMode = Literal["time", "lsn"]
+__all__ = [
+    "SETTING",
+    "AliasConfig",
+    "HealthConfig",
+    "PeerSpec",
+    "PinningConfig",
+    "RegistryConfig",
+    "ResilientSettings",
+    "RetryConfig",
+    "clear_cache",
+    "get_settings",
+    "parse_settings",
+    "reset",
+]
 
-POLICIES: tuple[Policy, ...] = ("priority", "random", "round_robin")
-REPLICA_POLICIES: tuple[ReplicaPolicy, ...] = ("round_robin", "random", "least_lag")
-ROLES: tuple[Role, ...] = ("primary", "replica")
-STORES: tuple[StoreName, ...] = ("local", "cache")
-PIN_MODES: tuple[PinMode, ...] = ("time", "lsn")
-SAMESITE_VALUES = ("Lax", "Strict", "None", None)
-
-# Keys of a peer written as a dict; anything else is a typo we report.
-PEER_KEYS = frozenset({"HOST", "PORT", "NAME", "USER", "PASSWORD", "OPTIONS", "PRIORITY"})
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with ``RESILIENT_DB``; checks turn it into a message."""
-
-    id: str
-    key: str
-    msg: str
-    hint: str
-    level: Literal["error", "warning"] = "error"
-
-
-@dataclass(frozen=True)
-class PeerSpec:
-    """An equivalent peer of an alias: overrides applied over the alias's settings."""
-
-    overrides: Mapping[str, Any] = field(repr=False)  # may hold a password: never shown
-    alias: str | None = None  # set when the peer was written as an alias name
-    priority: int = 0
-    scheme: str | None = None  # set when the peer was written as a URL
-
-
-@dataclass(frozen=True)
-class AliasConfig:
-    """Per-alias options from ``RESILIENT_DB["DATABASES"][alias]``."""
-
-    peers: tuple[PeerSpec, ...] = ()
-    replicas: tuple[str, ...] = ()
-    max_replica_lag: float | None = None
-    role: Role | None = None
-    policy: Policy = "priority"
-    # STALL_TIMEOUT given for this alias (None in it turns the watchdog off);
-    # when not given, the top-level value applies.
-    stall_timeout: float | None = None
-    stall_timeout_set: bool = False
-
-
-@dataclass(frozen=True)
-class RetryConfig:
-    reads: int = 2
-    deadline: float = 5.0
-    backoff: float = 0.1
-    atomic_attempts: int = 3
-    # How long a new connection waits for the monitor to bring a target back
-    # when every target of its alias is down; 0 fails fast (docs/health.md).
-    hold: float = 0.0
-
-
-@dataclass(frozen=True)
-class PinningConfig:
-    seconds: float = 15.0
-    cookie: str = "rdb_pin"
-    secure: bool = True
-    httponly: bool = True
-    samesite: str | None = "Lax"
-    domain: str | None = None
-    path: str = "/"
-    salt: str = "resilient_db.pinning"
-    mode: PinMode = "time"
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    store: StoreName = "local"
-    cache: str = "default"
-    local_ttl: float = 0.5
-
-
-@dataclass(frozen=True)
-class HealthConfig:
-    idle_ping_after: float = 30.0
-    show_hosts: bool = False
-    probe_timeout: float = 2.0
-    lag_check_interval: float = 1.0
-    # A statement running this long makes the monitor probe its target (None: off).
-    heartbeat_after: float | None = 0.5
-    heartbeat_timeout: float = 1.0
-    # The readiness endpoint reuses a probe result up to this old.
-    report_max_age: float = 5.0
-
-
-@dataclass(frozen=True)
-class ResilientSettings:
-    databases: Mapping[str, AliasConfig] = field(default_factory=dict)
-    check_interval: float = 5.0
-    max_check_interval: float = 60.0
-    connect_timeout: float = 2.0
-    stall_timeout: float | None = None
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    replica_policy: ReplicaPolicy = "round_robin"
-    sticky_replica: bool = False
-    pinning: PinningConfig = field(default_factory=PinningConfig)
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
-    health: HealthConfig = field(default_factory=HealthConfig)
-    error_codes: Mapping[str, tuple[str | int, ...]] = field(default_factory=dict)
-
-    def alias(self, alias: str) -> AliasConfig:
-        """Return the options of ``alias`` (defaults when it is not listed)."""
-        return self.databases.get(alias, _DEFAULT_ALIAS)
-
-    def stall_timeout_of(self, alias: str) -> float | None:
-        """Return the STALL_TIMEOUT of ``alias`` (its own, else the top-level one)."""
-        cfg = self.databases.get(alias)
-        if cfg is not None and cfg.stall_timeout_set:
-            return cfg.stall_timeout
-        return self.stall_timeout
-
-    def primary_of(self, replica: str) -> str | None:
-        """Return the primary alias that lists ``replica`` in its REPLICAS."""
-        for primary, cfg in self.databases.items():
-            if replica in cfg.replicas:
-                return primary
-        return None
-
-    def replica_aliases(self) -> frozenset[str]:
-        """Return every alias that is some primary's replica."""
-        return frozenset(r for cfg in self.databases.values() for r in cfg.replicas)
-
-
-_DEFAULT_ALIAS = AliasConfig()
+# Settings whose change can change the verdict: RESILIENT_DB itself, and the
+# DATABASES and CACHES that validation judges it against.
+WATCHED_SETTINGS = frozenset({SETTING, "DATABASES", "CACHES"})
 
 _cache: ResilientSettings | None = None
 
@@ -163,8 +57,6 @@ def get_settings() -> ResilientSettings:
     """Return the parsed ``RESILIENT_DB``; raise ImproperlyConfigured if the checks find errors."""
     global _cache
     if _cache is None:
-        from resilient_db.validation import describe, errors_of, validate_current
-
         parsed, problems = validate_current()
         errors = errors_of(problems)
         if errors:
@@ -179,16 +71,14 @@ def get_settings() -> ResilientSettings:
     return _cache
 
 
-def parse_settings(raw: object) -> tuple[ResilientSettings, list[Problem]]:
-    """Parse a ``RESILIENT_DB`` value; return the settings and every problem found."""
-    from resilient_db.settings_parser import parse_settings as parse
-
-    return parse(raw)
+def reset() -> None:
+    """Forget the parsed settings; the next :func:`get_settings` reads them again."""
+    global _cache
+    _cache = None
 
 
 def clear_cache(**kwargs: object) -> None:
-    """Forget the parsed settings (connected to ``setting_changed``)."""
-    global _cache
+    """Forget the parsed settings when one they depend on changes (``setting_changed``)."""
     setting = kwargs.get("setting")
-    if setting is None or setting in (SETTING, "DATABASES", "CACHES"):
-        _cache = None
+    if setting is None or setting in WATCHED_SETTINGS:
+        reset()

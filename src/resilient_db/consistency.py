@@ -1,6 +1,6 @@
 """Cross-setting validation: ``RESILIENT_DB`` against itself and ``DATABASES``.
 
-Pure functions returning :class:`~resilient_db.conf.Problem` records, so the
+Pure functions returning :class:`~resilient_db.problems.Problem` records, so the
 system checks and the run-time guard in :func:`resilient_db.conf.get_settings`
 judge a configuration with the same code and say the same thing (ids E012-E016,
 W015, W016).
@@ -12,9 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from resilient_db.conf import SETTING, Problem, ResilientSettings
-
-KEY_DATABASES = f"{SETTING}['DATABASES']"
+from resilient_db.problems import Problem
+from resilient_db.settings_model import KEY_DATABASES, AliasConfig, ResilientSettings
 
 # "host:port", "host.domain", "user@host" or "host/name": what a peer URL
 # looks like when its scheme was left out. Django aliases are plain words.
@@ -62,8 +61,6 @@ def consistency_problems(
 ) -> list[Problem]:
     """Return the values of ``parsed`` that contradict each other or ``databases``."""
     out: list[Problem] = []
-    replica_of: dict[str, list[str]] = {}
-    all_replicas = parsed.replica_aliases()
     for alias, cfg in parsed.databases.items():
         key = f"{KEY_DATABASES}[{alias!r}]"
         if alias not in databases:
@@ -75,54 +72,8 @@ def consistency_problems(
                     f"Add {alias!r} to DATABASES or remove it from {KEY_DATABASES}.",
                 )
             )
-        for i, replica in enumerate(cfg.replicas):
-            rkey = f"{key}['REPLICAS'][{i}]"
-            replica_of.setdefault(replica, []).append(alias)
-            if replica == alias:
-                out.append(
-                    Problem(
-                        "resilient_db.E014",
-                        rkey,
-                        f"{rkey} lists {alias!r} as a replica of itself.",
-                        "REPLICAS names OTHER aliases that replicate this one; remove it.",
-                    )
-                )
-            elif replica not in databases:
-                out.append(
-                    Problem(
-                        "resilient_db.E013",
-                        rkey,
-                        f"{rkey} names {replica!r}, which is not an alias in DATABASES.",
-                        f"Add a DATABASES entry for {replica!r} or remove it from REPLICAS.",
-                    )
-                )
-            elif alias in parsed.alias(replica).replicas:
-                out.append(
-                    Problem(
-                        "resilient_db.E014",
-                        rkey,
-                        f"{rkey}: {replica!r} and {alias!r} list each other as replicas.",
-                        "Replication goes one way: list the replica under its primary only.",
-                    )
-                )
-        replica_servers = {
-            _server(databases[r]): r for r in cfg.replicas if r in databases and r != alias
-        }
-        base = databases.get(alias, {})
-        for i, peer in enumerate(cfg.peers):
-            pkey = f"{key}['PEERS'][{i}]"
-            if peer.alias is not None:
-                if peer.alias not in databases:
-                    out.append(_missing_peer_alias(pkey, peer.alias, base.get("ENGINE")))
-                    continue
-                if peer.alias in all_replicas:
-                    out.append(_peer_is_replica(pkey, peer.alias))
-                    continue
-                server = _server(databases[peer.alias])
-            else:
-                server = _server({**base, **peer.overrides})
-            if server in replica_servers:
-                out.append(_peer_is_replica(pkey, replica_servers[server]))
+        out.extend(_replica_list_problems(parsed, alias, cfg, databases))
+        out.extend(_peers_that_are_replicas(parsed, alias, cfg, databases))
         if cfg.max_replica_lag is not None and not cfg.replicas:
             out.append(
                 Problem(
@@ -133,10 +84,91 @@ def consistency_problems(
                     "warning",
                 )
             )
+    out.extend(_replica_role_problems(parsed))
+    out.extend(_primary_role_problems(parsed))
+    return out
+
+
+def _replica_list_problems(
+    parsed: ResilientSettings,
+    alias: str,
+    cfg: AliasConfig,
+    databases: Mapping[str, Mapping[str, Any]],
+) -> list[Problem]:
+    """Return the entries of ``alias``'s REPLICAS that cannot be its replicas."""
+    out: list[Problem] = []
+    for i, replica in enumerate(cfg.replicas):
+        rkey = f"{KEY_DATABASES}[{alias!r}]['REPLICAS'][{i}]"
+        if replica == alias:
+            out.append(
+                Problem(
+                    "resilient_db.E014",
+                    rkey,
+                    f"{rkey} lists {alias!r} as a replica of itself.",
+                    "REPLICAS names OTHER aliases that replicate this one; remove it.",
+                )
+            )
+        elif replica not in databases:
+            out.append(
+                Problem(
+                    "resilient_db.E013",
+                    rkey,
+                    f"{rkey} names {replica!r}, which is not an alias in DATABASES.",
+                    f"Add a DATABASES entry for {replica!r} or remove it from REPLICAS.",
+                )
+            )
+        elif alias in parsed.alias(replica).replicas:
+            out.append(
+                Problem(
+                    "resilient_db.E014",
+                    rkey,
+                    f"{rkey}: {replica!r} and {alias!r} list each other as replicas.",
+                    "Replication goes one way: list the replica under its primary only.",
+                )
+            )
+    return out
+
+
+def _peers_that_are_replicas(
+    parsed: ResilientSettings,
+    alias: str,
+    cfg: AliasConfig,
+    databases: Mapping[str, Mapping[str, Any]],
+) -> list[Problem]:
+    """Return the PEERS of ``alias`` that name a missing alias or are one of its replicas."""
+    out: list[Problem] = []
+    all_replicas = parsed.replica_aliases()
+    replica_servers = {
+        _server(databases[r]): r for r in cfg.replicas if r in databases and r != alias
+    }
+    base = databases.get(alias, {})
+    for i, peer in enumerate(cfg.peers):
+        pkey = f"{KEY_DATABASES}[{alias!r}]['PEERS'][{i}]"
+        if peer.alias is not None:
+            if peer.alias not in databases:
+                out.append(_missing_peer_alias(pkey, peer.alias, base.get("ENGINE")))
+                continue
+            if peer.alias in all_replicas:
+                out.append(_peer_is_replica(pkey, peer.alias))
+                continue
+            server = _server(databases[peer.alias])
+        else:
+            server = _server({**base, **peer.overrides})
+        if server in replica_servers:
+            out.append(_peer_is_replica(pkey, replica_servers[server]))
+    return out
+
+
+def _replica_role_problems(parsed: ResilientSettings) -> list[Problem]:
+    """Return replicas that say they are a primary, or follow several primaries."""
+    replica_of: dict[str, list[str]] = {}
+    for alias, cfg in parsed.databases.items():
+        for replica in cfg.replicas:
+            replica_of.setdefault(replica, []).append(alias)
+    out: list[Problem] = []
     for replica, primaries in replica_of.items():
-        cfg = parsed.alias(replica)
         rkey = f"{KEY_DATABASES}[{replica!r}]['ROLE']"
-        if cfg.role == "primary":
+        if parsed.alias(replica).role == "primary":
             out.append(
                 Problem(
                     "resilient_db.E015",
@@ -158,6 +190,12 @@ def consistency_problems(
                     "warning",
                 )
             )
+    return out
+
+
+def _primary_role_problems(parsed: ResilientSettings) -> list[Problem]:
+    """Return aliases with REPLICAS whose ROLE says they are a replica."""
+    out: list[Problem] = []
     for alias, cfg in parsed.databases.items():
         if cfg.replicas and cfg.role == "replica":
             rkey = f"{KEY_DATABASES}[{alias!r}]['ROLE']"

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping
 from importlib import import_module
 from typing import Any
 
-from resilient_db.conf import AliasConfig, PeerSpec, Problem, ResilientSettings
-from resilient_db.consistency import KEY_DATABASES
+from resilient_db.problems import Problem
+from resilient_db.settings_model import KEY_DATABASES, AliasConfig, PeerSpec, ResilientSettings
 from resilient_db.settings_values import shown
 
 # Keys Django's postgresql backend takes out of OPTIONS before the driver sees

@@ -1,7 +1,7 @@
 """Read single values of ``RESILIENT_DB`` (numbers, flags, choices, strings), collecting problems.
 
 The building blocks of :mod:`resilient_db.settings_parser`: each reader returns
-the value when it is usable, else records a :class:`~resilient_db.conf.Problem`
+the value when it is usable, else records a :class:`~resilient_db.problems.Problem`
 (id, key, message, hint) and returns the default. Nothing here raises on user
 input, whatever its type or size.
 """
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from resilient_db.conf import Problem
+from resilient_db.problems import Problem
 from resilient_db.ranges import RANGES
 
 

@@ -4,16 +4,28 @@ The system checks, :func:`resilient_db.conf.get_settings` (the run-time
 guard) and ``manage.py dbhealth`` all call :func:`validate`, so a value the
 checks call an error stops every entry point with the same id, message and
 hint, and a value they accept is one the run-time code can use.
+
+It sits between the parser and the cache: it reads the parser, the
+cross-setting judgements and Django's settings, and nothing here reads
+:mod:`resilient_db.conf`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from django.core import checks
+from django.conf import settings
 
-from resilient_db.conf import SETTING, Problem, ResilientSettings, parse_settings
+from resilient_db.consistency import consistency_problems
+from resilient_db.health.checks import registry_problems
+from resilient_db.peers import peer_problems
+from resilient_db.problems import Problem, describe, errors_of
+from resilient_db.settings_model import SETTING, ResilientSettings
+from resilient_db.settings_parser import parse_settings
+
+# errors_of and describe are part of what callers of validate() need.
+__all__ = ["databases_of", "describe", "errors_of", "validate", "validate_current"]
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -29,10 +41,6 @@ def validate(
     raw: object, databases: object, caches: object
 ) -> tuple[ResilientSettings, list[Problem]]:
     """Parse ``raw`` (a ``RESILIENT_DB`` value) and judge it against ``DATABASES`` and ``CACHES``."""
-    from resilient_db.consistency import consistency_problems
-    from resilient_db.health.checks import registry_problems
-    from resilient_db.peers import peer_problems
-
     parsed, problems = parse_settings(raw)
     dbs = databases_of(databases)
     problems = [
@@ -46,29 +54,8 @@ def validate(
 
 def validate_current() -> tuple[ResilientSettings, list[Problem]]:
     """Validate the project's own ``RESILIENT_DB``, ``DATABASES`` and ``CACHES``."""
-    from django.conf import settings
-
     return validate(
         getattr(settings, SETTING, None),
         getattr(settings, "DATABASES", None),
         getattr(settings, "CACHES", None),
     )
-
-
-def errors_of(problems: Iterable[Problem]) -> list[Problem]:
-    """Return the problems that stop the configuration (not the warnings)."""
-    return [p for p in problems if p.level == "error"]
-
-
-def as_check_messages(problems: Iterable[Problem]) -> list[checks.CheckMessage]:
-    """Turn problems into system-check messages (``obj`` is the setting key)."""
-    out: list[checks.CheckMessage] = []
-    for p in problems:
-        cls = checks.Error if p.level == "error" else checks.Warning
-        out.append(cls(p.msg, hint=p.hint, id=p.id, obj=p.key))
-    return out
-
-
-def describe(problems: Iterable[Problem]) -> str:
-    """Return problems as lines ``id: message HINT: hint``, as ``manage.py check`` words them."""
-    return "\n".join(f"({p.id}) {p.msg}\n\tHINT: {p.hint}" for p in problems)

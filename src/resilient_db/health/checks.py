@@ -14,7 +14,9 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from resilient_db.conf import SETTING, Problem, ResilientSettings, parse_settings
+from resilient_db.problems import Problem, as_check_messages
+from resilient_db.settings_model import SETTING, ResilientSettings
+from resilient_db.settings_parser import parse_settings
 
 __all__ = ["check_registry", "registry_problems"]
 
@@ -30,8 +32,6 @@ NOT_SHARED = frozenset(
 
 def check_registry(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report a cache store whose cache alias is missing or not shared."""
-    from resilient_db.validation import as_check_messages
-
     parsed, _problems = parse_settings(getattr(settings, SETTING, None))
     caches = getattr(settings, "CACHES", None)
     return as_check_messages(registry_problems(parsed, caches if isinstance(caches, Mapping) else {}))
