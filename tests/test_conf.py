@@ -148,6 +148,13 @@ def test_cache_survives_unrelated_setting_changes() -> None:
     assert get_settings() is not first
 
 
+def test_reset_forgets_the_parsed_settings() -> None:
+    first = get_settings()
+    conf.reset()
+    assert get_settings() is not first
+    assert get_settings() == first
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
