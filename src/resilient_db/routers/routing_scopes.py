@@ -42,9 +42,9 @@ class _Scope:
         """Return a scope limited to ``aliases``, or decorate a callable."""
         if len(args) == 1 and callable(args[0]) and not isinstance(args[0], str):
             return self._decorate(args[0])
-        for a in args:
-            if not isinstance(a, str):
-                raise TypeError(f"aliases must be strings, not {type(a).__name__}")
+        for alias in args:
+            if not isinstance(alias, str):
+                raise TypeError(f"aliases must be strings, not {type(alias).__name__}")
         return _Scope(self.mode, frozenset(args) if args else None)
 
     def _entry(self) -> tuple[ScopeMode, frozenset[str] | None]:

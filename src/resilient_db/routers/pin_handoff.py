@@ -1,4 +1,4 @@
-"""Carry a pin from a request into background work (Celery tasks, commands).
+"""Hand a pin from a request to background work (Celery tasks, commands).
 
 A task queued right after a write may run before the replica has the row. The
 request exports its pin as a signed token; the task runs as a unit of work
@@ -9,11 +9,11 @@ write). The token is signed like the cookie, so a forged header pins nothing.
 Celery (no import of Celery here; connect the receivers in your Celery app)::
 
     from celery import signals
-    from resilient_db.routers import carry
+    from resilient_db.routers import pin_handoff
 
-    signals.before_task_publish.connect(carry.celery_before_task_publish)
-    signals.task_prerun.connect(carry.celery_task_prerun)
-    signals.task_postrun.connect(carry.celery_task_postrun)
+    signals.before_task_publish.connect(pin_handoff.celery_before_task_publish)
+    signals.task_prerun.connect(pin_handoff.celery_task_prerun)
+    signals.task_postrun.connect(pin_handoff.celery_task_postrun)
 
 Management commands: decorate ``handle`` with :func:`command_unit`, which
 starts a unit of work with the pin found in ``RESILIENT_DB_PIN``.
@@ -36,6 +36,7 @@ from resilient_db.routers.context import (
     unit_of_work,
 )
 from resilient_db.routers.pins import PinSet, decode_pins, dumps_pin, merge_pins, pin_times
+from resilient_db.topology import get_topology
 
 HEADER = "resilient_db_pin"
 ENVIRON = "RESILIENT_DB_PIN"
@@ -49,12 +50,10 @@ _celery_tokens: contextvars.ContextVar[tuple[contextvars.Token[Unit | None], ...
 
 def export_pin(unit: Unit | None = None) -> str | None:
     """Return a signed token of what the current unit wrote or was pinned to, or None."""
-    from resilient_db.routers.choose import groups
-
     unit = unit if unit is not None else current_unit()
     if unit is None:
         return None
-    replicas = groups().replicas
+    replicas = get_topology().replicas
     written: dict[str, int | None] = {a: None for a in unit.wrote if a in replicas}
     if unit.db_write and not written:
         written[ALL] = None
@@ -76,12 +75,11 @@ def pin_set(token: object) -> PinSet:
 
 
 def _import(token: object) -> PinSet:
-    from resilient_db.routers.choose import groups
-
-    p = get_settings().pinning
-    if p.seconds <= 0:
+    pinning = get_settings().pinning
+    if pinning.seconds <= 0:
         return PinSet()
-    return decode_pins(token, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
+    known = get_topology().replicas.keys()
+    return decode_pins(token, salt=pinning.salt, max_age=pinning.seconds, known=known)
 
 
 def pinned_unit(token: object) -> unit_of_work:
