@@ -122,4 +122,9 @@ def topology_of(settings: ResilientSettings) -> Topology:
 
 def get_topology() -> Topology:
     """Return the topology of the current ``RESILIENT_DB`` (rebuilt when it changes)."""
-    return topology_of(get_settings())
+    settings = get_settings()
+    current = _current
+    # Checked here as well as in topology_of: every routed query comes here.
+    if current is not None and current.settings is settings:
+        return current
+    return topology_of(settings)

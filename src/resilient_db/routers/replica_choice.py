@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from typing import NamedTuple
 
-from resilient_db.health.freshness import judge_replica, max_measurement_age
+from resilient_db.health.freshness import SkipReason, judge_replica, max_measurement_age
 from resilient_db.health.registry import Registry, get_registry
 from resilient_db.health.targets import targets_for
 from resilient_db.routers.context import Unit
@@ -86,32 +86,34 @@ def inspect_replica(
                 return ReplicaView(alias, True, None, None, None)
         return ReplicaView(alias, False, "down", None, None)
     now = registry.now() if now is None else now
-    return _measured_view(registry, alias, max_lag, max_age, min_lsn, now)
+    reason, lag, lsn = _replica_verdict(registry, alias, max_lag, max_age, min_lsn, now)
+    return ReplicaView(alias, reason is None, reason, lag, lsn)
 
 
-def _measured_view(
+def _replica_verdict(
     registry: Registry,
     alias: str,
     max_lag: float | None,
     max_age: float,
     min_lsn: int | None,
     now: float,
-) -> ReplicaView:
-    """Judge ``alias`` from its targets' records (lag, LSN), cold start settled."""
+) -> tuple[str | None, float | None, int | None]:
+    """Return (reason not usable or None, effective lag, replayed LSN), cold start settled."""
     # One record read per target: ``usable`` and the lag come from the same
-    # immutable record (the hot path of every replica read).
+    # immutable record. ``map`` keeps this hot path free of a Python generator.
     reason, lag, lsn = judge_replica(
-        (registry.health(target) for target in targets_for(alias)),
+        map(registry.health, targets_for(alias)),
         max_lag=max_lag,
         max_age=max_age,
         min_lsn=min_lsn,
         now=now,
     )
-    settled = _settle(alias, reason, now, max_age)
-    return ReplicaView(alias, settled is None, settled, lag, lsn)
+    return _settle(alias, reason, now, max_age), lag, lsn
 
 
-def _settle(alias: str, reason: str | None, now: float, grace: float) -> str | None:
+def _settle(
+    alias: str, reason: SkipReason | None, now: float, grace: float
+) -> SkipReason | None:
     """Turn "lag_unmeasured" into "unknown_lag" once the cold start is over.
 
     ``grace`` is how long a measurement stays fresh (three lag-check intervals
@@ -245,13 +247,22 @@ def _usable_replicas(
         return usable, lags
     registry = get_registry()
     now = registry.now()
+    health = registry.health
     for alias in replicas:
-        view = _measured_view(registry, alias, max_lag, max_age, min_lsn, now)
-        if view.usable:
+        # _replica_verdict, inlined: this loop runs for every replica of every read.
+        reason, lag, lsn = judge_replica(
+            map(health, targets_for(alias)),
+            max_lag=max_lag,
+            max_age=max_age,
+            min_lsn=min_lsn,
+            now=now,
+        )
+        reason = _settle(alias, reason, now, max_age)
+        if reason is None:
             usable.append(alias)
-            lags.append(float("inf") if view.lag is None else view.lag)
+            lags.append(float("inf") if lag is None else lag)
         else:
-            _skipped(view, primary, skipped)
+            _skipped(ReplicaView(alias, False, reason, lag, lsn), primary, skipped)
     return usable, lags
 
 
