@@ -54,7 +54,7 @@ def export_pin(unit: Unit | None = None) -> str | None:
     if unit is None:
         return None
     replicas = get_topology().replicas
-    written: dict[str, int | None] = {a: None for a in unit.wrote if a in replicas}
+    written: dict[str, int | None] = {alias: None for alias in unit.wrote if alias in replicas}
     if unit.db_write and not written:
         written[ALL] = None
     pins = merge_pins(unit.pins, written)

@@ -105,7 +105,7 @@ class _Scope:
         name = "use_primary_db" if self.mode == "primary" else "use_replica"
         if self.aliases is None:
             return name
-        return f"{name}({', '.join(repr(a) for a in sorted(self.aliases))})"
+        return f"{name}({', '.join(repr(alias) for alias in sorted(self.aliases))})"
 
 
 #: Send reads to the primary inside the scope (every group, or the ones named).
