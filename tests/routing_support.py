@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from resilient_db.health import monitor_start
 from resilient_db.health.targets import Target, targets_for
 from resilient_db.routers import context
-from resilient_db.routers.choose import reset_stats
+from resilient_db.routers.replica_choice import reset_stats
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,14 @@ class Health:
 def health_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Health]:
     """Route against a stand-in registry (pure routing logic; no monitor, no probes)."""
     registry = StandInRegistry()
-    monkeypatch.setattr("resilient_db.routers.choose.get_registry", lambda: registry)
-    monkeypatch.setattr("resilient_db.routers.choose._ensure_monitor", lambda: None)
+    monkeypatch.setattr("resilient_db.routers.replica_choice.get_registry", lambda: registry)
+    # A skipped replica would start the real monitor (health/monitor_start.py).
+    monitor_start.disconnect()
     reset_stats()
-    with context.isolated():
-        yield Health(registry)
-    reset_stats()
+    try:
+        with context.isolated():
+            yield Health(registry)
+    finally:
+        reset_stats()
+        monitor_start.connect()
 

@@ -177,27 +177,27 @@ def test_without_the_hook_up_the_broken_connection_stays(pg_terminate: PgTermina
         assert connections["default"].connection is not None
 
 
-# ----- carrying the pin: resilient_db.routers.carry ---------------------------
+# ----- handing the pin over: resilient_db.routers.pin_handoff ----------------
 
 
-def test_docs_and_docstring_give_the_same_carry_hook_up() -> None:
-    from resilient_db.routers import carry
+def test_docs_and_docstring_give_the_same_handoff_hook_up() -> None:
+    from resilient_db.routers import pin_handoff
 
-    assert docstring_snippet(carry) == docs_snippet("routing.md", "celery_before_task_publish")
+    assert docstring_snippet(pin_handoff) == docs_snippet("routing.md", "celery_before_task_publish")
 
 
 @pytest.fixture
-def carry_hooks() -> Iterator[None]:
+def handoff_hooks() -> Iterator[None]:
     """Connect the receivers exactly as docs/routing.md prints it."""
-    from resilient_db.routers import carry
+    from resilient_db.routers import pin_handoff
 
     exec(docs_snippet("routing.md", "celery_before_task_publish"), {})  # noqa: S102 - our own docs
     try:
         yield
     finally:
-        signals.before_task_publish.disconnect(carry.celery_before_task_publish)
-        signals.task_prerun.disconnect(carry.celery_task_prerun)
-        signals.task_postrun.disconnect(carry.celery_task_postrun)
+        signals.before_task_publish.disconnect(pin_handoff.celery_before_task_publish)
+        signals.task_prerun.disconnect(pin_handoff.celery_task_prerun)
+        signals.task_postrun.disconnect(pin_handoff.celery_task_postrun)
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def routing(settings: Any) -> Iterator[None]:
 
 
 def test_eager_task_reads_its_callers_writes_from_the_primary(
-    routing: None, carry_hooks: None
+    routing: None, handoff_hooks: None
 ) -> None:
     from resilient_db.routers import unit_of_work
 
@@ -245,7 +245,7 @@ def test_eager_task_reads_its_callers_writes_from_the_primary(
 
 
 @pytest.fixture
-def worker(routing: None, carry_hooks: None) -> Iterator[tuple[Any, queue.Queue[Any]]]:
+def worker(routing: None, handoff_hooks: None) -> Iterator[tuple[Any, queue.Queue[Any]]]:
     """An embedded worker thread on the in-memory broker; yields (task ``where``, results)."""
     from celery.contrib.testing.worker import start_worker
 

@@ -473,7 +473,7 @@ def docs_example_report() -> Any:
     """The situation shown in docs/dbhealth.md, as the command builds it."""
     from resilient_db.health.errors import Category
     from resilient_db.health.records import State, TargetHealth
-    from resilient_db.health.report import Report, TargetRow, _judge
+    from resilient_db.health.report import Report, TargetRow, _alias_verdict
     from resilient_db.health.targets import Target
 
     now = _FrozenClock.wall
@@ -509,9 +509,9 @@ def docs_example_report() -> Any:
     return Report(
         status="degraded",
         aliases=(
-            _judge("default", "primary", None, ("replica",), None, default),
-            _judge("replica", "replica", "default", (), 5.0, replica),
-            _judge("bouncers", "standalone", None, (), None, bouncers),
+            _alias_verdict("default", "primary", None, ("replica",), None, default),
+            _alias_verdict("replica", "replica", "default", (), 5.0, replica),
+            _alias_verdict("bouncers", "standalone", None, (), None, bouncers),
         ),
         targets=(*default, *replica, *bouncers),
         generated_at=now,

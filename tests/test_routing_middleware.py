@@ -264,16 +264,16 @@ def test_a_future_write_time_in_a_token_cannot_outlive_its_signature(client: Cli
 
 
 def test_exported_task_pins_keep_their_own_write_times() -> None:
-    from resilient_db.routers import carry
+    from resilient_db.routers import pin_handoff
 
     with Clock() as clock:
         old = dumps_pin({"default": None}, salt=SALT)
         clock.now += 10
-        with carry.pinned_unit(old):
+        with pin_handoff.pinned_unit(old):
             context.note_write("mysql")
-            token = carry.export_pin()
+            token = pin_handoff.export_pin()
         clock.now += 5.5
-        assert carry.import_pin(token) == {"mysql": None}
+        assert pin_handoff.import_pin(token) == {"mysql": None}
 
 
 _json = st.recursive(

@@ -21,9 +21,9 @@ from django.test import AsyncClient, Client
 from resilient_db.health.monitor import ensure_monitor, stop_monitor
 from resilient_db.health.registry import get_registry
 from resilient_db.routers import PinningReplicaRouter, context, get_replica, use_replica
-from resilient_db.routers.choose import reset_stats, routing_stats
 from resilient_db.routers.mirrors import configure_test_mirrors
 from resilient_db.routers.pins import loads_pin
+from resilient_db.routers.replica_choice import reset_stats, routing_stats
 from resilient_db.testing.faults import ServerControl
 from resilient_db.testing.faults_lag import ReplicaLag
 from tests.testapp.models import Item

@@ -15,7 +15,7 @@ from resilient_db.routers import (
     use_primary_db,
     use_replica,
 )
-from resilient_db.routers.choose import routing_stats
+from resilient_db.routers.replica_choice import routing_stats
 from resilient_db.signals import primary_fallback, replica_skipped
 from tests.routing_support import Health, health_fixture  # noqa: F401 - fixture
 from tests.testapp.models import Author, Item
@@ -322,11 +322,12 @@ def test_a_new_process_does_not_look_degraded(
 def test_lag_never_measured_warns_once_the_cold_start_is_over(
     health: Health, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from resilient_db.routers.choose import groups
+    from resilient_db.conf import get_settings
+    from resilient_db.health.freshness import max_measurement_age
 
     start = health.registry.now()
     assert ReplicaRouter().db_for_read(Item) == "default"  # cold start
-    grace = groups().lag_max_age
+    grace = max_measurement_age(get_settings().health)
     monkeypatch.setattr(health.registry, "now", lambda: start + grace + 0.5)
     with caplog.at_level("WARNING", logger="resilient_db.routers"), _Signals() as seen:
         assert ReplicaRouter().db_for_read(Item) == "default"

@@ -18,6 +18,12 @@ class ResilientDBConfig(AppConfig):
         checks.register()
         setting_changed.connect(conf.clear_cache, dispatch_uid="resilient_db.conf")
 
-        from resilient_db.routers import hooks as routing_hooks
+        from resilient_db.routers import wiring as routing_wiring
 
-        routing_hooks.install()
+        routing_wiring.install()
+
+        # Routers only read the registry; the health side starts the monitor
+        # when they skip a replica (health/monitor_start.py says why).
+        from resilient_db.health import monitor_start
+
+        monitor_start.connect()

@@ -2,8 +2,9 @@
 
 One per process, started lazily (:func:`ensure_monitor`, never at import) by
 the first connection of an alias that has ``PEERS``, ``REPLICAS`` or a
-``ROLE``, and by the replica router; a forked child starts its own on first
-use, and the thread is stopped at interpreter exit. It owns (DESIGN rule 10):
+``ROLE``, and when the replica router skips a replica (``monitor_start.py``);
+a forked child starts its own on first use, and the thread is stopped at
+interpreter exit. It owns (DESIGN rule 10):
 
 * re-checks of down targets on the registry's back-off schedule
   (``CHECK_INTERVAL`` doubling to ``MAX_CHECK_INTERVAL``), after winning the

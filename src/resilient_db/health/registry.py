@@ -34,6 +34,7 @@ from resilient_db.health.records import State, TargetHealth
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.stores import CacheStore, LocalStore, Store, make_store
 from resilient_db.health.targets import Target
+from resilient_db.topology import topology_of
 
 __all__ = ["Registry", "State", "TargetHealth", "get_registry", "reset_registry"]
 
@@ -412,12 +413,7 @@ class Registry:
         """Tell whether ``alias`` needs a writable server (not ROLE replica, not a replica)."""
         cached = self._wants_primary.get(alias)
         if cached is None:
-            cfg = self.settings.alias(alias)
-            if cfg.role is not None:
-                cached = cfg.role == "primary"
-            else:
-                cached = alias not in self.settings.replica_aliases()
-            self._wants_primary[alias] = cached
+            cached = self._wants_primary[alias] = topology_of(self.settings).needs_writable(alias)
         return cached
 
     def _blank(self, target: Target) -> TargetHealth:

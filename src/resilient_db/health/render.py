@@ -48,14 +48,14 @@ def duration(seconds: float | None) -> str:
         return "-"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
 def _latency(seconds: float | None) -> str:
@@ -80,20 +80,20 @@ def _target_state(row: TargetRow) -> str:
     return "up"
 
 
-def _alias_cells(a: AliasReport) -> list[str]:
-    role = {"primary": "primary", "replica": "replica", "standalone": "-"}[a.kind]
-    lag = _lag(a.lag) if a.kind == "replica" else ""
-    return [a.alias, role, a.state, "", lag, "", "", ""]
+def _alias_cells(verdict: AliasReport) -> list[str]:
+    role = {"primary": "primary", "replica": "replica", "standalone": "-"}[verdict.kind]
+    lag = _lag(verdict.lag) if verdict.kind == "replica" else ""
+    return [verdict.alias, role, verdict.state, "", lag, "", "", ""]
 
 
 def _target_cells(row: TargetRow, now_wall: float, now_mono: float) -> list[str]:
-    h = row.health
-    state = str(getattr(h.state, "value", h.state))
-    registry = f"{state}x{h.failures}" if h.failures else state
+    record = row.health
+    state = str(getattr(record.state, "value", record.state))
+    registry = f"{state}x{record.failures}" if record.failures else state
     retry = ""
-    if h.next_probe_at is not None and state != "up":
-        retry = duration(max(0.0, h.next_probe_at - now_mono))
-    since = duration(max(0.0, now_wall - h.since)) if h.since else "-"
+    if record.next_probe_at is not None and state != "up":
+        retry = duration(max(0.0, record.next_probe_at - now_mono))
+    since = duration(max(0.0, now_wall - record.since)) if record.since else "-"
     name = ("  peer " if row.is_peer else "  ") + row.target.label
     return [
         name,
@@ -127,14 +127,17 @@ def render_table(
     now_wall, now_mono = time.time(), time.monotonic()
     rows: list[tuple[list[str], TargetRow | AliasReport]] = []
     by_alias: dict[str, list[TargetRow]] = {}
-    for t in report.targets:
-        by_alias.setdefault(t.target.alias, []).append(t)
-    for a in report.aliases:
-        rows.append((_alias_cells(a), a))
-        for t in by_alias.get(a.alias, ()):
-            rows.append((_target_cells(t, now_wall, now_mono), t))
+    for row in report.targets:
+        by_alias.setdefault(row.target.alias, []).append(row)
+    for verdict in report.aliases:
+        rows.append((_alias_cells(verdict), verdict))
+        for row in by_alias.get(verdict.alias, ()):
+            rows.append((_target_cells(row, now_wall, now_mono), row))
 
-    widths = [max([len(h)] + [len(c[i]) for c, _ in rows]) for i, h in enumerate(HEADERS)]
+    widths = [
+        max([len(header)] + [len(cells[i]) for cells, _ in rows])
+        for i, header in enumerate(HEADERS)
+    ]
     gap = 2
     if width is not None:
         total = sum(widths) + gap * (len(widths) - 1)
@@ -186,7 +189,7 @@ def render_summary(report: Report, *, palette: Palette | None = None) -> list[st
         f"status: {word} (exit {report.exit_code}), "
         f"{len(report.targets)} targets probed in {report.duration:.2f}s"
     ]
-    for a in report.aliases:
-        for reason in a.reasons:
-            out.append(f"  {a.alias}: {reason}")
+    for verdict in report.aliases:
+        for reason in verdict.reasons:
+            out.append(f"  {verdict.alias}: {reason}")
     return out

@@ -27,16 +27,17 @@ from typing import Any, Literal
 from django.db import connections
 
 from resilient_db.conf import get_settings
+from resilient_db.health.freshness import lag_within
 from resilient_db.health.probes import ProbeResult, probe_many
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.registry import TargetHealth, get_registry
 from resilient_db.health.targets import Target, targets_for
+from resilient_db.topology import AliasKind, Topology, topology_of
 
 SCHEMA_VERSION = 1
 
 Status = Literal["healthy", "degraded", "unavailable"]
 AliasState = Literal["ok", "degraded", "unavailable"]
-AliasKind = Literal["primary", "replica", "standalone"]
 
 EXIT_CODES: Mapping[str, int] = {"healthy": 0, "degraded": 1, "unavailable": 2}
 
@@ -113,8 +114,8 @@ class Report:
             "generated_at": _iso(self.generated_at),
             "duration": round(self.duration, 4),
             "timeout": self.timeout,
-            "aliases": [_alias_dict(a) for a in self.aliases],
-            "targets": [_target_dict(t, show_hosts) for t in self.targets],
+            "aliases": [_alias_dict(verdict) for verdict in self.aliases],
+            "targets": [_target_dict(row, show_hosts) for row in self.targets],
         }
 
 
@@ -128,65 +129,65 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _alias_dict(a: AliasReport) -> dict[str, Any]:
+def _alias_dict(verdict: AliasReport) -> dict[str, Any]:
     return {
-        "alias": a.alias,
-        "kind": a.kind,
-        "primary": a.primary,
-        "replicas": list(a.replicas),
-        "status": a.state,
-        "servable": a.servable,
-        "targets_total": a.targets_total,
-        "targets_usable": a.targets_usable,
-        "max_replica_lag": a.max_replica_lag,
-        "lag": _round(a.lag, 3),
-        "reasons": list(a.reasons),
+        "alias": verdict.alias,
+        "kind": verdict.kind,
+        "primary": verdict.primary,
+        "replicas": list(verdict.replicas),
+        "status": verdict.state,
+        "servable": verdict.servable,
+        "targets_total": verdict.targets_total,
+        "targets_usable": verdict.targets_usable,
+        "max_replica_lag": verdict.max_replica_lag,
+        "lag": _round(verdict.lag, 3),
+        "reasons": list(verdict.reasons),
     }
 
 
-def _target_dict(t: TargetRow, show_hosts: bool) -> dict[str, Any]:
-    h = t.health
+def _target_dict(row: TargetRow, show_hosts: bool) -> dict[str, Any]:
+    record = row.health
     now = time.monotonic()
-    next_in = None if h.next_probe_at is None else max(0.0, h.next_probe_at - now)
-    category = t.probe.category.value if t.probe.category is not None else None
+    next_in = None if record.next_probe_at is None else max(0.0, record.next_probe_at - now)
+    category = row.probe.category.value if row.probe.category is not None else None
     # Driver messages quote host names and addresses; without SHOW_HOSTS only
     # the category is shown.
-    error = t.error if show_hosts else category
-    last_error = h.last_error if show_hosts else h.last_category
+    error = row.error if show_hosts else category
+    last_error = record.last_error if show_hosts else record.last_category
     if last_error is not None and show_hosts:
         last_error = mask(last_error)
     return {
-        "id": t.id,
-        "alias": t.target.alias,
-        "index": t.target.index,
-        "peer": t.is_peer,
-        "priority": t.target.priority,
-        "label": t.target.label if show_hosts else None,
-        "host": t.target.host if show_hosts else None,
-        "port": t.target.port if show_hosts else None,
-        "name": t.target.name if show_hosts else None,
-        "expected_role": t.expected_role,
-        "usable": t.usable,
-        "lagging": t.lagging,
+        "id": row.id,
+        "alias": row.target.alias,
+        "index": row.target.index,
+        "peer": row.is_peer,
+        "priority": row.target.priority,
+        "label": row.target.label if show_hosts else None,
+        "host": row.target.host if show_hosts else None,
+        "port": row.target.port if show_hosts else None,
+        "name": row.target.name if show_hosts else None,
+        "expected_role": row.expected_role,
+        "usable": row.usable,
+        "lagging": row.lagging,
         "probe": {
-            "ok": t.probe.ok,
-            "latency": _round(t.probe.latency),
-            "role": t.probe.role,
-            "lag": _round(t.probe.lag, 3),
+            "ok": row.probe.ok,
+            "latency": _round(row.probe.latency),
+            "role": row.probe.role,
+            "lag": _round(row.probe.lag, 3),
             "category": category,
             "error": error,
-            "note": t.note if show_hosts else (t.note and t.note.split(":", 1)[0]),
+            "note": row.note if show_hosts else (row.note and row.note.split(":", 1)[0]),
         },
         "registry": {
-            "state": str(getattr(h.state, "value", h.state)),
-            "failures": h.failures,
-            "since": _iso(h.since),
-            "latency": _round(h.latency),
-            "role": h.role,
-            "lag": _round(h.lag, 3),
-            "lag_measured_at": _iso(h.lag_measured_at),
+            "state": str(getattr(record.state, "value", record.state)),
+            "failures": record.failures,
+            "since": _iso(record.since),
+            "latency": _round(record.latency),
+            "role": record.role,
+            "lag": _round(record.lag, 3),
+            "lag_measured_at": _iso(record.lag_measured_at),
             "next_probe_in": _round(next_in, 3),
-            "last_category": h.last_category,
+            "last_category": record.last_category,
             "last_error": last_error,
         },
     }
@@ -216,72 +217,30 @@ def build_report(
     """
     started = time.monotonic()
     generated_at = time.time()
-    cfg = get_settings()
+    settings = get_settings()
     known = all_aliases()
     chosen = list(dict.fromkeys(aliases)) if aliases else known
-    unknown = [a for a in chosen if a not in known]
+    unknown = [alias for alias in chosen if alias not in known]
     if unknown:
         raise UnknownAlias(", ".join(unknown))
     if timeout is None:
-        timeout = cfg.health.probe_timeout
+        timeout = settings.health.probe_timeout
 
-    targets = [t for alias in chosen for t in targets_for(alias)]
-    if max_age is not None:
-        from resilient_db.health.snapshot import latest_results
-
-        results = latest_results(targets, timeout=timeout, max_age=max_age)
-    else:
-        results = probe_many(targets, timeout=timeout, record=record) if targets else []
-    by_target = {r.target: r for r in results}
-    registry = get_registry()
-    replica_aliases = cfg.replica_aliases()
-
+    targets = [target for alias in chosen for target in targets_for(alias)]
+    results = _probe(targets, timeout=timeout, record=record, max_age=max_age)
+    by_target = {result.target: result for result in results}
+    topology = topology_of(settings)
     rows: list[TargetRow] = []
     alias_reports: list[AliasReport] = []
     for alias in chosen:
-        acfg = cfg.alias(alias)
-        primary = cfg.primary_of(alias) if alias in replica_aliases else None
-        kind: AliasKind = (
-            "replica" if primary is not None else "primary" if acfg.replicas else "standalone"
-        )
-        expected = acfg.role or ("primary" if acfg.replicas else None)
-        if kind == "replica" and expected is None:
-            expected = "replica"
-        max_lag = cfg.alias(primary).max_replica_lag if primary is not None else None
-        secrets = secrets_of(connections.settings[alias])
-        alias_rows: list[TargetRow] = []
-        for target in targets_for(alias):
-            result = by_target[target]
-            secrets_t = secrets | secrets_of(target.overrides)
-            writable_needed = expected == "primary"
-            usable = result.ok and not (writable_needed and result.role == "replica")
-            # Routers skip a replica whose lag is above the limit or unknown
-            # while a limit is set; so does this verdict.
-            lagging = (
-                kind == "replica"
-                and usable
-                and max_lag is not None
-                and (result.lag is None or result.lag > max_lag)
-            )
-            row = TargetRow(
-                target=target,
-                kind=kind,
-                expected_role=expected,
-                probe=result,
-                health=registry.health(target),
-                usable=usable,
-                lagging=lagging,
-                error=mask(result.error, secrets_t) if result.error and not result.ok else None,
-                note=mask(result.error, secrets_t) if result.error and result.ok else None,
-            )
-            alias_rows.append(row)
+        alias_rows, alias_report = _judge_alias(alias, topology, by_target)
         rows.extend(alias_rows)
-        alias_reports.append(_judge(alias, kind, primary, acfg.replicas, max_lag, alias_rows))
+        alias_reports.append(alias_report)
 
     status: Status = "healthy"
-    if any(a.state == "unavailable" for a in alias_reports):
+    if any(verdict.state == "unavailable" for verdict in alias_reports):
         status = "unavailable"
-    elif any(a.state != "ok" for a in alias_reports):
+    elif any(verdict.state != "ok" for verdict in alias_reports):
         status = "degraded"
     return Report(
         status=status,
@@ -293,7 +252,54 @@ def build_report(
     )
 
 
-def _judge(
+def _probe(
+    targets: list[Target], *, timeout: float, record: bool, max_age: float | None
+) -> Sequence[ProbeResult]:
+    """Return a probe result per target: live, or reused up to ``max_age`` old."""
+    if max_age is not None:
+        from resilient_db.health.snapshot import latest_results
+
+        return latest_results(targets, timeout=timeout, max_age=max_age)
+    return probe_many(targets, timeout=timeout, record=record) if targets else []
+
+
+def _judge_alias(
+    alias: str, topology: Topology, by_target: Mapping[Target, ProbeResult]
+) -> tuple[list[TargetRow], AliasReport]:
+    """Return the rows of ``alias``'s targets and the verdict for the alias."""
+    kind = topology.kind(alias)
+    primary = topology.primary_of(alias)
+    expected = topology.expected_role(alias)
+    max_lag = topology.max_lag.get(primary) if primary is not None else None
+    secrets = secrets_of(connections.settings[alias])
+    registry = get_registry()
+    rows: list[TargetRow] = []
+    for target in targets_for(alias):
+        result = by_target[target]
+        target_secrets = secrets | secrets_of(target.overrides)
+        usable = result.ok and not (expected == "primary" and result.role == "replica")
+        # Routers skip a replica whose lag is above the limit or unknown
+        # while a limit is set; so does this verdict (health/freshness.py).
+        lagging = kind == "replica" and usable and not lag_within(result.lag, max_lag)
+        masked = mask(result.error, target_secrets) if result.error else None
+        rows.append(
+            TargetRow(
+                target=target,
+                kind=kind,
+                expected_role=expected,
+                probe=result,
+                health=registry.health(target),
+                usable=usable,
+                lagging=lagging,
+                error=None if result.ok else masked,
+                note=masked if result.ok else None,
+            )
+        )
+    replicas = topology.settings.alias(alias).replicas
+    return rows, _alias_verdict(alias, kind, primary, replicas, max_lag, rows)
+
+
+def _alias_verdict(
     alias: str,
     kind: AliasKind,
     primary: str | None,
@@ -301,11 +307,11 @@ def _judge(
     max_lag: float | None,
     rows: Sequence[TargetRow],
 ) -> AliasReport:
-    usable = [r for r in rows if r.usable]
-    fresh = [r for r in usable if not r.lagging]
-    down = [r for r in rows if not r.probe.ok]
-    read_only = [r for r in rows if r.probe.ok and not r.usable]
-    lags = [r.probe.lag for r in usable if r.probe.lag is not None]
+    usable = [row for row in rows if row.usable]
+    fresh = [row for row in usable if not row.lagging]
+    down = [row for row in rows if not row.probe.ok]
+    read_only = [row for row in rows if row.probe.ok and not row.usable]
+    lags = [row.probe.lag for row in usable if row.probe.lag is not None]
     lag = min(lags) if lags else None
     reasons: list[str] = []
     state: AliasState = "ok"

@@ -24,7 +24,6 @@ from django.http import HttpRequest, HttpResponseBase
 
 from resilient_db.conf import get_settings
 from resilient_db.middleware.base import SyncAsyncMiddleware
-from resilient_db.routers.choose import groups
 from resilient_db.routers.context import ALL, Unit, current_unit, end_unit, start_unit
 from resilient_db.routers.pins import (
     PinSet,
@@ -34,6 +33,7 @@ from resilient_db.routers.pins import (
     parse_lsn,
     pin_times,
 )
+from resilient_db.topology import get_topology
 
 logger = logging.getLogger("resilient_db.routers")
 
@@ -54,7 +54,7 @@ def _incoming(request: HttpRequest) -> PinSet:
     raw = request.COOKIES.get(p.cookie)
     if raw is None or p.seconds <= 0:
         return PinSet()
-    found = decode_pins(raw, salt=p.salt, max_age=p.seconds, known=groups().replicas.keys())
+    found = decode_pins(raw, salt=p.salt, max_age=p.seconds, known=get_topology().replicas.keys())
     if found.pins:
         from resilient_db.signals import pinned
 
@@ -69,7 +69,7 @@ def written_primaries(unit: Unit, response: HttpResponseBase) -> set[str] | None
     if flag is False:
         # An explicit opt-out (django-multidb-router could not honour it).
         return None
-    replicas = groups().replicas
+    replicas = get_topology().replicas
     written = {alias for alias in unit.wrote if alias in replicas}
     if not written and (unit.db_write or flag is True or unit.force_cookie):
         written = {ALL}

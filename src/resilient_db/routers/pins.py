@@ -33,10 +33,10 @@ _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 def parse_lsn(text: str) -> int | None:
     """Turn a PostgreSQL LSN such as ``0/3000148`` into an integer."""
-    m = _LSN.match(text.strip())
-    if m is None:
+    match = _LSN.match(text.strip())
+    if match is None:
         return None
-    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
 def dumps_pin(
@@ -137,7 +137,9 @@ def pin_times(
     """Return each pin's write time: ``written`` now, carried pins as they were."""
     now = time.time()
     fresh = set(written)
-    return {a: now if a in fresh else min(carried.get(a, now), now) for a in pins}
+    return {
+        alias: now if alias in fresh else min(carried.get(alias, now), now) for alias in pins
+    }
 
 
 def merge_pins(

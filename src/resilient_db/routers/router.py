@@ -1,7 +1,8 @@
 """``ReplicaRouter`` and ``PinningReplicaRouter``.
 
 A *group* is a primary alias with the ``REPLICAS`` listed for it in
-``RESILIENT_DB``; there may be several, and none needs to be "default". Which
+``RESILIENT_DB`` (:mod:`resilient_db.topology`); there may be several, and
+none needs to be "default". Which
 group a model belongs to comes from, in order: the instance hint's database,
 the ``db_for_write`` answer of the other routers in ``DATABASE_ROUTERS``, and
 finally Django's default alias if it is a group's primary. Anything outside a
@@ -20,7 +21,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.models import Model
 
 from resilient_db.routers import context
-from resilient_db.routers.choose import Groups, choose_replica, cold_start, fallback, groups
+from resilient_db.routers.replica_choice import choose_replica, cold_start, fallback
+from resilient_db.topology import Topology, get_topology
 
 
 def _db_of(obj: object) -> str | None:
@@ -40,12 +42,14 @@ class ReplicaRouter:
 
     honour_pins = False
 
-    def _primary_for(self, model: type[Model] | None, hints: dict[str, Any], g: Groups) -> str | None:
+    def _primary_for(
+        self, model: type[Model] | None, hints: dict[str, Any], topology: Topology
+    ) -> str | None:
         instance = hints.get("instance")
         if instance is not None:
             db = _db_of(instance)
             if db is not None:
-                return g.group_of.get(db)
+                return topology.group_of.get(db)
         for other in router.routers:
             if isinstance(other, ReplicaRouter):
                 continue
@@ -54,10 +58,10 @@ class ReplicaRouter:
                 continue
             chosen = method(model, **hints)
             if chosen:
-                return g.group_of.get(chosen)
-        return DEFAULT_DB_ALIAS if DEFAULT_DB_ALIAS in g.replicas else None
+                return topology.group_of.get(chosen)
+        return DEFAULT_DB_ALIAS if DEFAULT_DB_ALIAS in topology.replicas else None
 
-    def read_alias(self, primary: str, g: Groups, instance_db: str | None = None) -> str:
+    def read_alias(self, primary: str, topology: Topology, instance_db: str | None = None) -> str:
         """Return the alias a read on ``primary``'s group should use now."""
         if instance_db == primary:
             return primary
@@ -80,7 +84,7 @@ class ReplicaRouter:
         if connections[primary].in_atomic_block:
             return primary
         skipped: list[str] = []
-        replica = choose_replica(primary, g, unit, min_lsn=min_lsn, skipped=skipped)
+        replica = choose_replica(primary, topology, unit, min_lsn=min_lsn, skipped=skipped)
         if replica is not None:
             return replica
         if min_lsn is not None:
@@ -93,28 +97,29 @@ class ReplicaRouter:
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
         """Return a replica (or the primary) of the model's group, or None outside groups."""
-        g = groups()
-        if not g.replicas:
+        topology = get_topology()
+        if not topology.replicas:
             return None
-        primary = self._primary_for(model, hints, g)
+        primary = self._primary_for(model, hints, topology)
         if primary is None:
             return None
         instance = hints.get("instance")
-        return self.read_alias(primary, g, _db_of(instance) if instance is not None else None)
+        instance_db = _db_of(instance) if instance is not None else None
+        return self.read_alias(primary, topology, instance_db)
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
         """Return the model's group primary (never a replica), or None outside groups."""
-        g = groups()
-        if not g.replicas:
+        topology = get_topology()
+        if not topology.replicas:
             return None
-        return self._primary_for(model, hints, g)
+        return self._primary_for(model, hints, topology)
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
         """Allow relations between objects of the same group; no opinion otherwise."""
-        g = groups()
+        topology = get_topology()
         db1, db2 = _db_of(obj1), _db_of(obj2)
-        p1 = g.group_of.get(db1) if db1 else None
-        if p1 is not None and p1 == (g.group_of.get(db2) if db2 else None):
+        group1 = topology.group_of.get(db1) if db1 else None
+        if group1 is not None and group1 == (topology.group_of.get(db2) if db2 else None):
             return True
         return None
 
@@ -122,7 +127,7 @@ class ReplicaRouter:
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
         """Refuse migrations on replicas; no opinion on any other alias."""
-        if db in groups().replica_set:
+        if db in get_topology().replica_set:
             return False
         return None
 
@@ -148,8 +153,8 @@ def get_replica(primary: str = DEFAULT_DB_ALIAS) -> str:
     Honours health, lag, scopes, pins, writes of this unit of work and
     ``atomic()``; returns ``primary`` itself when it has no replicas.
     """
-    g = groups()
-    group = g.group_of.get(primary)
+    topology = get_topology()
+    group = topology.group_of.get(primary)
     if group is None:
         return primary
-    return _pinning.read_alias(group, g)
+    return _pinning.read_alias(group, topology)

@@ -3,7 +3,7 @@
 A task enqueued right after a write may run before the replica has the row,
 as with Celery. Django's task API has no message headers, and a task's
 arguments belong to its function, so the pin travels beside the task: when a
-task is enqueued, the current unit's pin (a signed token, see ``carry.py``)
+task is enqueued, the current unit's pin (a signed token, see ``pin_handoff.py``)
 is stored in a cache under the task result's id, for ``PINNING["SECONDS"]``
 (after that the pin has expired anyway). The worker, when it starts the task,
 runs it as a unit of work that starts with that pin, so the task's reads of
@@ -33,8 +33,8 @@ import math
 from typing import Any
 
 from resilient_db.conf import get_settings
-from resilient_db.routers.carry import export_pin, pin_set
 from resilient_db.routers.context import Unit, end_unit, start_unit
+from resilient_db.routers.pin_handoff import export_pin, pin_set
 
 logger = logging.getLogger("resilient_db.routers")
 

@@ -18,6 +18,7 @@ from django.db.backends.signals import connection_created
 
 from resilient_db.routers.context import note_write
 from resilient_db.sql import is_read_only
+from resilient_db.topology import get_topology
 
 # Transaction control and session settings change no replicated data, yet
 # Django sends SAVEPOINT/RELEASE through the cursor for nested atomic() blocks;
@@ -51,18 +52,11 @@ def note_writes(
     return execute(sql, params, many, context)
 
 
-def _primaries() -> frozenset[str]:
-    from resilient_db.conf import get_settings
-
-    s = get_settings()
-    return frozenset(alias for alias, cfg in s.databases.items() if cfg.replicas)
-
-
 def install_on(connection: BaseDatabaseWrapper) -> bool:
     """Add the write-detecting wrapper to ``connection`` if it is a primary; say if added."""
     if note_writes in connection.execute_wrappers:
         return False
-    if connection.alias not in _primaries():
+    if connection.alias not in get_topology().replicas:  # not a group's primary
         return False
     # Near the front, never last: connection.execute_wrapper() blocks pop() the
     # last wrapper on exit, and a reconnect inside such a block must not make

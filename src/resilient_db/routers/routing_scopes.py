@@ -42,9 +42,9 @@ class _Scope:
         """Return a scope limited to ``aliases``, or decorate a callable."""
         if len(args) == 1 and callable(args[0]) and not isinstance(args[0], str):
             return self._decorate(args[0])
-        for a in args:
-            if not isinstance(a, str):
-                raise TypeError(f"aliases must be strings, not {type(a).__name__}")
+        for alias in args:
+            if not isinstance(alias, str):
+                raise TypeError(f"aliases must be strings, not {type(alias).__name__}")
         return _Scope(self.mode, frozenset(args) if args else None)
 
     def _entry(self) -> tuple[ScopeMode, frozenset[str] | None]:
@@ -105,7 +105,7 @@ class _Scope:
         name = "use_primary_db" if self.mode == "primary" else "use_replica"
         if self.aliases is None:
             return name
-        return f"{name}({', '.join(repr(a) for a in sorted(self.aliases))})"
+        return f"{name}({', '.join(repr(alias) for alias in sorted(self.aliases))})"
 
 
 #: Send reads to the primary inside the scope (every group, or the ones named).

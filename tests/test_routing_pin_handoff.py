@@ -12,37 +12,37 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from resilient_db.routers import carry, context, use_primary_db, use_replica
+from resilient_db.routers import context, pin_handoff, use_primary_db, use_replica
 from resilient_db.routers.pins import dumps_pin
 
 
 def test_export_nothing_outside_a_unit_or_without_writes() -> None:
     with context.isolated():
-        assert carry.export_pin() is None
+        assert pin_handoff.export_pin() is None
         with context.unit_of_work():
-            assert carry.export_pin() is None
+            assert pin_handoff.export_pin() is None
             context.note_write("sqlite")  # not a group primary
-            assert carry.export_pin() is None
+            assert pin_handoff.export_pin() is None
 
 
 def test_export_then_import_round_trip() -> None:
     with context.isolated():
         with context.unit_of_work(pins={"mysql": None}):
             context.note_write("default")
-            token = carry.export_pin()
-        assert carry.import_pin(token) == {"default": None, "mysql": None}
+            token = pin_handoff.export_pin()
+        assert pin_handoff.import_pin(token) == {"default": None, "mysql": None}
         with context.unit_of_work() as unit:
             unit.db_write = True
-            assert carry.import_pin(carry.export_pin()) == {"*": None}
+            assert pin_handoff.import_pin(pin_handoff.export_pin()) == {"*": None}
 
 
 def test_forged_or_expired_token_pins_nothing() -> None:
-    assert carry.import_pin("forged") == {}
-    assert carry.import_pin(None) == {}
-    assert carry.import_pin(dumps_pin({"default": None}, salt="other")) == {}
+    assert pin_handoff.import_pin("forged") == {}
+    assert pin_handoff.import_pin(None) == {}
+    assert pin_handoff.import_pin(dumps_pin({"default": None}, salt="other")) == {}
     with mock.patch("django.core.signing.time.time", return_value=time.time() - 60):
         old = dumps_pin({"default": None}, salt="resilient_db.pinning")
-    assert carry.import_pin(old) == {}
+    assert pin_handoff.import_pin(old) == {}
 
 
 def test_celery_receivers() -> None:
@@ -50,29 +50,29 @@ def test_celery_receivers() -> None:
         headers: dict[str, Any] = {}
         with context.unit_of_work():
             context.note_write("default")
-            carry.celery_before_task_publish(headers=headers, body=None)
-        assert carry.HEADER in headers
-        carry.celery_before_task_publish(headers=None)  # tolerated
+            pin_handoff.celery_before_task_publish(headers=headers, body=None)
+        assert pin_handoff.HEADER in headers
+        pin_handoff.celery_before_task_publish(headers=None)  # tolerated
 
         task = SimpleNamespace(request=SimpleNamespace(**headers))
-        carry.celery_task_prerun(task=task)
+        pin_handoff.celery_task_prerun(task=task)
         unit = context.current_unit()
         assert unit is not None and unit.pin_for("default") == (True, None)
         context.note_write("mysql")  # a write in the task stays in the task
-        carry.celery_task_postrun(task=task)
+        pin_handoff.celery_task_postrun(task=task)
         assert context.current_unit() is None
 
         # Headers only in request.headers (older protocol), and no pin at all.
         task = SimpleNamespace(request=SimpleNamespace(headers=dict(headers)))
-        carry.celery_task_prerun(task=task)
+        pin_handoff.celery_task_prerun(task=task)
         unit = context.current_unit()
         assert unit is not None and unit.pin_for("default") == (True, None)
-        carry.celery_task_postrun(task=task)
-        carry.celery_task_prerun(task=SimpleNamespace(request=SimpleNamespace()))
+        pin_handoff.celery_task_postrun(task=task)
+        pin_handoff.celery_task_prerun(task=SimpleNamespace(request=SimpleNamespace()))
         unit = context.current_unit()
         assert unit is not None and unit.pins == {}
-        carry.celery_task_postrun()
-        carry.celery_task_postrun()  # unbalanced: ignored
+        pin_handoff.celery_task_postrun()
+        pin_handoff.celery_task_postrun()  # unbalanced: ignored
         assert context.current_unit() is None
 
 
@@ -80,26 +80,26 @@ def test_command_unit_reads_the_environment() -> None:
     with context.isolated():
         with context.unit_of_work():
             context.note_write("default")
-            env = carry.environ_for_subprocess({"PATH": "/bin"})
-        assert env["PATH"] == "/bin" and carry.ENVIRON in env
+            env = pin_handoff.environ_for_subprocess({"PATH": "/bin"})
+        assert env["PATH"] == "/bin" and pin_handoff.ENVIRON in env
 
-        @carry.command_unit
+        @pin_handoff.command_unit
         def handle() -> dict[str, int | None]:
             unit = context.current_unit()
             assert unit is not None
             return dict(unit.pins)
 
-        with mock.patch.dict(os.environ, {carry.ENVIRON: env[carry.ENVIRON]}):
+        with mock.patch.dict(os.environ, {pin_handoff.ENVIRON: env[pin_handoff.ENVIRON]}):
             assert handle() == {"default": None}
         with mock.patch.dict(os.environ, {}, clear=False):
-            os.environ.pop(carry.ENVIRON, None)
+            os.environ.pop(pin_handoff.ENVIRON, None)
             assert handle() == {}
         assert context.current_unit() is None
 
 
 def test_pinned_unit() -> None:
     token = dumps_pin({"default": 42}, salt="resilient_db.pinning")
-    with context.isolated(), carry.pinned_unit(token) as unit:
+    with context.isolated(), pin_handoff.pinned_unit(token) as unit:
         assert unit.pin_for("default") == (True, 42)
 
 
@@ -150,3 +150,11 @@ class ScopeNesting(RuleBasedStateMachine):
 
 TestScopeNesting = ScopeNesting.TestCase
 TestScopeNesting.settings = hsettings(max_examples=60, stateful_step_count=20, deadline=None)
+
+
+def test_the_earlier_module_names_still_work() -> None:
+    from resilient_db.routers import carry, choose, routing_stats
+
+    assert carry.export_pin is pin_handoff.export_pin
+    assert carry.command_unit is pin_handoff.command_unit
+    assert choose.routing_stats is routing_stats
