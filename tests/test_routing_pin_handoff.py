@@ -151,10 +151,3 @@ class ScopeNesting(RuleBasedStateMachine):
 TestScopeNesting = ScopeNesting.TestCase
 TestScopeNesting.settings = hsettings(max_examples=60, stateful_step_count=20, deadline=None)
 
-
-def test_the_earlier_module_names_still_work() -> None:
-    from resilient_db.routers import carry, choose, routing_stats
-
-    assert carry.export_pin is pin_handoff.export_pin
-    assert carry.command_unit is pin_handoff.command_unit
-    assert choose.routing_stats is routing_stats
