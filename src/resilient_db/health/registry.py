@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from django.conf import settings as django_settings
+
 from resilient_db import caches
 from resilient_db.conf import ResilientSettings, get_settings
 from resilient_db.health.announce import announce
@@ -164,9 +166,10 @@ class Registry:
         with self._lock:
             record = self.store.fresh(target.key)
             now = self.clock()
-            if not may_probe(record, now, self.timing, early=early, shared=self.store.shared):
+            if record is None or not may_probe(
+                record, now, self.timing, early=early, shared=self.store.shared
+            ):
                 return False
-            assert record is not None  # may_probe says no to a target never seen
             if not self.store.acquire(target.key, self.probe_lease):
                 return False
             self.targets.setdefault(target.key, target)
@@ -182,7 +185,7 @@ class Registry:
         local = self._read(target.key)
         if local is not None and local.state is State.UP and local.failures == 0:
             # The common case, a healthy target connected again: no shared
-            # read, and the new latency is shared lazily (see SHARE_EVERY).
+            # read, and the new latency is shared lazily (cache_store.SHARE_EVERY).
             if latency is not None:
                 with self._lock:
                     self.store.write(replace(local, latency=ewma(local.latency, latency)), share=False)
@@ -294,10 +297,9 @@ class Registry:
             text = type(exc).__name__
         return mask(" ".join(text.split()), secrets)[:MAX_ERROR_CHARS]
 
-def _alias_settings(alias: str) -> dict[str, Any] | None:
-    from django.conf import settings
 
-    value = getattr(settings, "DATABASES", {}).get(alias)
+def _alias_settings(alias: str) -> dict[str, Any] | None:
+    value = getattr(django_settings, "DATABASES", {}).get(alias)
     return value if isinstance(value, dict) else None
 
 
@@ -335,12 +337,10 @@ def _build() -> Registry:
         return _registry
 
 
-def reset_registry(**kwargs: object) -> None:
+def reset_registry() -> None:
     """Drop the process-wide registry; the next ``get_registry()`` builds a new one."""
     global _registry
-    setting = kwargs.get("setting")
-    if setting is None or setting in ("RESILIENT_DB", "CACHES", "DATABASES"):
-        _registry = None
+    _registry = None
 
 
 @caches.register
