@@ -205,6 +205,16 @@ def test_probes_are_for_down_targets_that_are_due(
     assert not may_probe(None, now, TIMING, early=early, shared=shared)
 
 
+@given(records(), times, st.floats(0.001, TIMING.max_check_interval, allow_nan=False))
+def test_only_an_early_probe_comes_before_the_back_off_ends(
+    record: TargetHealth, now: float, left: float
+) -> None:
+    waiting = replace(record, state=State.DOWN, next_check_at=now + left)
+    assert not may_probe(waiting, now, TIMING, early=False, shared=False)
+    assert may_probe(waiting, now, TIMING, early=True, shared=False)
+    assert may_probe(waiting, now + left, TIMING, early=False, shared=False)
+
+
 @given(times, st.floats(0.0, 1000.0, allow_nan=False))
 def test_a_shared_lease_longer_than_ours_is_over(now: float, extra: float) -> None:
     # Another process's lease that ends after any lease this process would
