@@ -17,9 +17,10 @@ from resilient_db.conf import parse_settings
 from resilient_db.health.checks import check_registry
 from resilient_db.health.errors import Category
 from resilient_db.health.records import State
-from resilient_db.health.registry import JITTER, Registry, get_registry
+from resilient_db.health.registry import Registry, get_registry
 from resilient_db.health.stores import LocalStore
 from resilient_db.health.targets import Target
+from resilient_db.health.transitions import JITTER
 
 # Real driver exception classes feed the registry; the psycopg 3 cell runs these.
 psycopg = pytest.importorskip("psycopg")

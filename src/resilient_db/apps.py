@@ -11,12 +11,14 @@ class ResilientDBConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at module level: registering checks and signal
         # receivers must not read settings while Django is still loading.
-        from django.core.signals import setting_changed
-
-        from resilient_db import checks, conf
+        # Everything below is idempotent (ready() may run more than once).
+        from resilient_db import caches, checks, conf
 
         checks.register()
-        setting_changed.connect(conf.clear_cache, dispatch_uid="resilient_db.conf")
+        # Every module-level cache empties through one hook: on a change of
+        # the settings the app reads, and in a forked child.
+        caches.register(conf.clear_cache)
+        caches.install()
 
         from resilient_db.routers import wiring as routing_wiring
 

@@ -63,7 +63,6 @@ class Monitor:
         self.pid = os.getpid()
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self.cycles = 0
         self.probes = 0
         self._demand: dict[str, tuple[Target, float]] = {}
         # key -> (monotonic time of the next fast re-check, current step)
@@ -108,7 +107,6 @@ class Monitor:
             except Exception:  # noqa: BLE001 - the monitor must outlive any one bad cycle
                 logger.exception("health monitor cycle failed")
                 pause = IDLE_TICK
-            self.cycles += 1
             self.wake.wait(max(pause, 0.005))
             self.wake.clear()
 

@@ -5,20 +5,17 @@ Backends and probes *report* (``record_success``, ``record_failure``,
 (``is_available``, ``plan``, ``health``). Reads take no lock: they look up an
 immutable record that writers replace whole under the registry's lock.
 
-States: ``up`` -> ``down`` (a connect-time failure, or a second lost
-connection in a row) -> after a back-off that starts at ``CHECK_INTERVAL`` and
-doubles to ``MAX_CHECK_INTERVAL`` (minus up to 20 % jitter) the target is due,
-and exactly one caller wins the half-open probe (``probing``); its success
-brings the target ``up``, its failure sends it back ``down`` with the doubled
-back-off. ``target_down`` / ``target_up`` fire once per transition, in the
-process that saw it.
+The registry is the layer around the rules: it reads a record from its store,
+lets ``transitions.py`` decide what an event makes of it (states, back-off,
+the half-open probe), writes the result, takes and gives back the store's
+leases, masks credentials out of errors, and has ``announce.py`` log the
+change and send the signals outside the lock.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
 import threading
 import time
@@ -26,24 +23,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from django.core.signals import setting_changed
+from django.conf import settings as django_settings
 
+from resilient_db import caches
 from resilient_db.conf import ResilientSettings, get_settings
+from resilient_db.health.announce import announce
 from resilient_db.health.errors import Category
 from resilient_db.health.records import State, TargetHealth
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.stores import CacheStore, LocalStore, Store, make_store
 from resilient_db.health.targets import Target
+from resilient_db.health.transitions import (
+    Event,
+    Failed,
+    LagMeasured,
+    ProbeTaken,
+    RoleSeen,
+    Succeeded,
+    Timing,
+    ewma,
+    may_probe,
+    transition,
+)
 from resilient_db.topology import topology_of
 
 __all__ = ["Registry", "State", "TargetHealth", "get_registry", "reset_registry"]
 
 logger = logging.getLogger("resilient_db.health")
 
-#: Weight of the newest sample in the latency moving average.
-LATENCY_ALPHA = 0.2
-#: Back-off intervals are shortened by up to this fraction, never lengthened.
-JITTER = 0.2
 #: Error text kept per target (driver messages can be long).
 MAX_ERROR_CHARS = 500
 
@@ -81,7 +88,8 @@ class Registry:
         self._send_signals = send_signals
         self._lock = threading.Lock()
         self._read = self.store.read
-        self.max_wait = self.max_check_interval + self.probe_lease
+        self.timing = Timing(self.check_interval, self.max_check_interval, self.probe_lease)
+        self.max_wait = self.timing.max_wait
         if isinstance(self.store, CacheStore):
             # Times read from the shared store never reach further than this.
             self.store.max_future = self.max_wait
@@ -155,38 +163,20 @@ class Registry:
         ``early``: the monitor re-checks a target callers are waiting on
         before its back-off ends; a failure then leaves the back-off as it was.
         """
+        event = ProbeTaken(early=early)
         with self._lock:
             record = self.store.fresh(target.key)
             now = self.clock()
-            if record is None or record.state is State.UP:
-                return False
-            if record.state is State.PROBING:
-                # A lease ends by time or report (no clock-jump shortcut for
-                # this process's own). A shared one that ends later than this
-                # process's own lease could (a holder that died with another
-                # configuration, a clock far ahead) is over now: the store's
-                # lease key still keeps a live prober's probe exclusive.
-                ends = record.next_check_at or 0.0
-                if now < ends and (not self.store.shared or ends <= now + self.probe_lease):
-                    return False
-            elif not early and not record.due(now, self.max_wait):
+            if record is None or not may_probe(
+                record, now, self.timing, early=early, shared=self.store.shared
+            ):
                 return False
             if not self.store.acquire(target.key, self.probe_lease):
                 return False
             self.targets.setdefault(target.key, target)
-            # A failed probe doubles the back-off; an early one must not
-            # (fast re-checks would push the regular schedule to its cap).
-            backoff = record.backoff / 2 if early and record.state is State.DOWN else record.backoff
-            self.store.write(
-                replace(
-                    record,
-                    state=State.PROBING,
-                    next_check_at=now + self.probe_lease,
-                    backoff=backoff,
-                    updated_at=now,
-                )
-            )
-        logger.debug("probing %s of alias %s", target.label, target.alias)
+            new = transition(record, event, now, self.timing)
+            self.store.write(new)
+        announce(target, record, new, event, now, sender=Registry, send=self._send_signals)
         return True
 
     # ----- reports --------------------------------------------------------------------
@@ -196,37 +186,12 @@ class Registry:
         local = self._read(target.key)
         if local is not None and local.state is State.UP and local.failures == 0:
             # The common case, a healthy target connected again: no shared
-            # read, and the new latency is shared lazily (see SHARE_EVERY).
+            # read, and the new latency is shared lazily (cache_store.SHARE_EVERY).
             if latency is not None:
                 with self._lock:
-                    self.store.write(replace(local, latency=_ewma(local.latency, latency)), share=False)
+                    self.store.write(replace(local, latency=ewma(local.latency, latency)), share=False)
             return
-        with self._lock:
-            now = self.clock()
-            old = self.store.fresh(target.key) or self._blank(target)
-            new = replace(
-                old,
-                state=State.UP,
-                failures=0,
-                since=now if old.state is not State.UP else old.since,
-                latency=_ewma(old.latency, latency),
-                next_check_at=None,
-                backoff=0.0,
-                updated_at=now,
-            )
-            self.targets.setdefault(target.key, target)
-            self.store.write(new)
-            if old.state is State.PROBING:
-                self.store.release(target.key)
-        if old.state is not State.UP:
-            down_for = old.down_for(now)
-            logger.info(
-                "%s of alias %s is up again (down %.1fs)",
-                target.label,
-                target.alias,
-                down_for or 0.0,
-            )
-            self._signal("target_up", alias=target.alias, target=target.label, down_for=down_for)
+        self._report(target, Succeeded(latency))
 
     def record_failure(
         self,
@@ -241,103 +206,10 @@ class Registry:
         ``definite``: the failure proves the server unreachable even though a
         session existed (a statement left unanswered past STALL_TIMEOUT).
         """
-        if category is Category.READ_ONLY:
-            self._record_read_only(target, exc)
-            return
-        if not category.target_failed:
-            return
+        if not (category.target_failed or category.role_changed):
+            return  # a query's own error (rule 5): nothing to store, mask or log
         error = self._mask(target, exc)
-        with self._lock:
-            now = self.clock()
-            old = self.store.fresh(target.key) or self._blank(target)
-            failures = old.failures + 1
-            base = replace(
-                old,
-                failures=failures,
-                last_error=error,
-                last_category=category.value,
-                updated_at=now,
-            )
-            if old.state is State.UP:
-                # Lost sessions, however many, may be killed backends (a
-                # pg_terminate_backend sweep, a PgBouncer restart): the server
-                # may be fine, and marking it down would lock a one-server alias
-                # out until the next check. Only a failed connect, or a
-                # definite failure, says the server is gone; a loss makes the
-                # target suspect (tried last) and the reconnect decides.
-                if category.at_connect or definite:
-                    backoff = self.check_interval
-                    new = replace(
-                        base,
-                        state=State.DOWN,
-                        since=now,
-                        backoff=backoff,
-                        next_check_at=now + self._jittered(backoff),
-                    )
-                else:
-                    new = base
-            elif old.state is State.PROBING:
-                backoff = min(self.max_check_interval, max(self.check_interval, old.backoff * 2))
-                new = replace(
-                    base,
-                    state=State.DOWN,
-                    backoff=backoff,
-                    next_check_at=now + self._jittered(backoff),
-                )
-            else:
-                # Already down: another caller's stale view failed too; the
-                # back-off schedule belongs to the probes only.
-                new = base
-            self.targets.setdefault(target.key, target)
-            self.store.write(new)
-            if old.state is State.PROBING:
-                self.store.release(target.key)
-        if old.state is State.UP and new.state is State.DOWN:
-            logger.warning(
-                "%s of alias %s is down (%s): %s; next check in %.1fs",
-                target.label,
-                target.alias,
-                category.value,
-                error,
-                new.backoff,
-            )
-            self._signal(
-                "target_down",
-                alias=target.alias,
-                target=target.label,
-                category=category.value,
-                error=error,
-            )
-        elif old.state is State.PROBING:
-            logger.info(
-                "%s of alias %s is still down (%s); next check in %.1fs",
-                target.label,
-                target.alias,
-                category.value,
-                new.backoff,
-            )
-
-    def _record_read_only(self, target: Target, exc: BaseException | None) -> None:
-        error = self._mask(target, exc)
-        with self._lock:
-            now = self.clock()
-            old = self.store.fresh(target.key) or self._blank(target)
-            new = replace(
-                old,
-                role="replica",
-                last_error=error,
-                last_category=Category.READ_ONLY.value,
-                updated_at=now,
-            )
-            self.targets.setdefault(target.key, target)
-            self.store.write(new)
-        if old.role != "replica" and new.wants_primary:
-            logger.warning(
-                "%s of alias %s refused a write as read-only; writes go elsewhere: %s",
-                target.label,
-                target.alias,
-                error,
-            )
+        self._report(target, Failed(category, error, definite=definite, draw=self._rand()))
 
     def record_role(self, target: Target, role: str) -> None:
         """Record the role a probe or a connection reported ("primary" or "replica")."""
@@ -346,42 +218,26 @@ class Registry:
         local = self._read(target.key)
         if local is not None and local.role == role:
             return
-        with self._lock:
-            now = self.clock()
-            old = self.store.fresh(target.key) or self._blank(target)
-            if old.role == role:
-                return
-            self.targets.setdefault(target.key, target)
-            self.store.write(replace(old, role=role, updated_at=now))
-        if old.wants_primary and role == "replica":
-            logger.warning("%s of alias %s is read-only (a standby)", target.label, target.alias)
-        elif not old.wants_primary and role == "primary":
-            # A replica alias pointing at a writable server: its reads load the
-            # primary, its "lag" is 0, and a write through it would succeed.
-            logger.warning(
-                "%s of replica alias %s is a writable primary, not a replica: check its "
-                "HOST and REPLICAS",
-                target.label,
-                target.alias,
-            )
-            self._signal(
-                "role_mismatch", alias=target.alias, target=target.label, role=role,
-                expected="replica",
-            )
-        elif old.role is not None:
-            logger.info(
-                "%s of alias %s changed role: %s -> %s", target.label, target.alias, old.role, role
-            )
+        self._report(target, RoleSeen(role))
 
     def record_lag(self, target: Target, seconds: float | None, *, lsn: int | None = None) -> None:
         """Record replication lag (seconds, ``None`` when unknown) and the WAL position."""
+        self._report(target, LagMeasured(seconds, lsn))
+
+    def _report(self, target: Target, event: Event) -> None:
+        # Read the authoritative record, apply the event, store the result
+        # and end a probe it answered; tell operators outside the lock.
         with self._lock:
             now = self.clock()
             old = self.store.fresh(target.key) or self._blank(target)
+            new = transition(old, event, now, self.timing)
+            if new is old:
+                return
             self.targets.setdefault(target.key, target)
-            self.store.write(
-                replace(old, lag=seconds, lag_measured_at=now, lsn=lsn, updated_at=now)
-            )
+            self.store.write(new)
+            if old.state is State.PROBING and new.state is not State.PROBING:
+                self.store.release(target.key)
+        announce(target, old, new, event, now, sender=Registry, send=self._send_signals)
 
     # ----- reading --------------------------------------------------------------------
 
@@ -424,9 +280,6 @@ class Registry:
             wants_primary=self.wants_primary(target.alias),
         )
 
-    def _jittered(self, backoff: float) -> float:
-        return backoff * (1.0 - JITTER * self._rand())
-
     def _mask(self, target: Target, exc: BaseException | None) -> str | None:
         if exc is None:
             return None
@@ -440,31 +293,9 @@ class Registry:
             text = type(exc).__name__
         return mask(" ".join(text.split()), secrets)[:MAX_ERROR_CHARS]
 
-    def _signal(self, name: str, **kwargs: Any) -> None:
-        if not self._send_signals:
-            return
-        from resilient_db import signals
-
-        signal = getattr(signals, name)
-        for receiver, result in signal.send_robust(sender=Registry, **kwargs):
-            if isinstance(result, Exception):
-                logger.error(
-                    "receiver %r of %s failed: %r", receiver, name, result, exc_info=result
-                )
-
-
-def _ewma(old: float | None, sample: float | None) -> float | None:
-    if sample is None:
-        return old
-    if old is None:
-        return sample
-    return old + LATENCY_ALPHA * (sample - old)
-
 
 def _alias_settings(alias: str) -> dict[str, Any] | None:
-    from django.conf import settings
-
-    value = getattr(settings, "DATABASES", {}).get(alias)
+    value = getattr(django_settings, "DATABASES", {}).get(alias)
     return value if isinstance(value, dict) else None
 
 
@@ -502,20 +333,16 @@ def _build() -> Registry:
         return _registry
 
 
-def reset_registry(**kwargs: object) -> None:
+def reset_registry() -> None:
     """Drop the process-wide registry; the next ``get_registry()`` builds a new one."""
     global _registry
-    setting = kwargs.get("setting")
-    if setting is None or setting in ("RESILIENT_DB", "CACHES", "DATABASES"):
-        _registry = None
+    _registry = None
 
 
-def _after_fork() -> None:
-    # The child must not inherit a lock a parent thread held at fork time.
+@caches.register
+def _forget() -> None:
+    # Settings changed, or this is a forked child: the child must not
+    # inherit a lock a parent thread held at fork time either.
     global _registry, _registry_lock
     _registry = None
     _registry_lock = threading.Lock()
-
-
-setting_changed.connect(reset_registry, dispatch_uid="resilient_db.health.registry")
-os.register_at_fork(after_in_child=_after_fork)

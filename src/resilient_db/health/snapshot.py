@@ -13,12 +13,12 @@ target never probed in this process makes a caller wait, at most ``timeout``.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from resilient_db import caches
 from resilient_db.health.errors import Category
 from resilient_db.health.probes import ProbeResult, probe_many
 from resilient_db.health.records import State
@@ -112,11 +112,10 @@ def reset() -> None:
         _entries.clear()
 
 
-def _after_fork() -> None:
-    # A probe in flight in the parent does not exist here; nor may its lock be held.
+@caches.register
+def _forget() -> None:
+    # Settings changed, or this is a forked child: a probe in flight in the
+    # parent does not exist here, nor may its lock be held.
     global _lock
     _entries.clear()
     _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork)

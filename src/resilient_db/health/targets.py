@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import setting_changed
 
+from resilient_db import caches
 from resilient_db.conf import AliasConfig, PeerSpec, get_settings
 
 
@@ -123,9 +123,8 @@ def targets_for(alias: str) -> tuple[Target, ...]:
     return result
 
 
+@caches.register
 def clear_cache(**kwargs: object) -> None:
     """Forget computed targets (settings changed, or the test runner renamed NAMEs)."""
     _cache.clear()
 
-
-setting_changed.connect(clear_cache, dispatch_uid="resilient_db.health.targets")
