@@ -1,8 +1,10 @@
 """PostgreSQL probe: psycopg 3 when installed, else psycopg2.
 
-How the probe connects and what it measures; the statements are
-:mod:`resilient_db.vendors.postgresql`'s. Role comes from
-``pg_is_in_recovery()``, read in the same round trip that sets the timeout.
+How the probe connects and what it measures; the statements and the
+read-only rule are :mod:`resilient_db.vendors.postgresql`'s. Role and the
+rule are read in the same round trip that sets the timeout; lag and LSN are
+measured as a standby when the server is in recovery, as a primary otherwise
+(a primary refusing writes is read-only for routing, yet behind nobody).
 Everything runs in a ``READ ONLY`` transaction with a transaction-local
 ``statement_timeout``, so it is safe through PgBouncer in any pool mode, and
 is rolled back.
@@ -81,9 +83,9 @@ def probe_postgresql(
     ms = str(max(1, int(timeout * 1000)))
     cur = conn.cursor()
     try:
-        standby = postgresql.probe_role(cur, ms)
+        standby, read_only = postgresql.probe_role(cur, ms)
         latency = time.monotonic() - started
-        role = "replica" if standby else "primary"
+        role = "replica" if read_only else "primary"
         lag: float | None = None
         lsn: int | None = None
         if measure_lag:

@@ -22,16 +22,19 @@ __all__ = [
     "wal_insert_position",
 ]
 
-#: A hot standby, or a primary told to refuse writes (demoted, or
-#: default_transaction_read_only on), both make writes fail with 25006.
+#: The one read-only rule, as an SQL expression. A hot standby refuses writes,
+#: and so does a primary told to (``ALTER SYSTEM SET default_transaction_read_only``
+#: and a reload, as an operator demotes one by hand): both fail every write with
+#: SQLSTATE 25006, so for routing writes both are read-only. The connect-time
+#: check and the probe both ask exactly this, so neither undoes the other's role.
 READ_ONLY = "pg_is_in_recovery() OR current_setting('default_transaction_read_only') = 'on'"
 
 _READ_ONLY_SQL = f"SELECT {READ_ONLY}"
 
-# pg_is_in_recovery() rides on the round trip that sets the probe's timeout;
-# in_hot_standby (PG 14+) would be free too, but PgBouncer reports its own
-# cached value for it.
-_ROLE_SQL = "SELECT set_config('statement_timeout', %s, true), pg_is_in_recovery()"
+# pg_is_in_recovery() and the rule ride on the round trip that sets the
+# probe's timeout; in_hot_standby (PG 14+) would be free too, but PgBouncer
+# reports its own cached value for it.
+_ROLE_SQL = f"SELECT set_config('statement_timeout', %s, true), pg_is_in_recovery(), {READ_ONLY}"
 
 # On a standby the lag is now() - pg_last_xact_replay_timestamp(), except that
 # one that has replayed everything it received, with replay not paused, is
@@ -62,11 +65,11 @@ def server_is_read_only(cursor: Any) -> bool | None:
     return None if not row else bool(row[0])
 
 
-def probe_role(cursor: Any, timeout_ms: str) -> bool:
-    """Set a transaction-local ``statement_timeout``; return whether the server is in recovery."""
+def probe_role(cursor: Any, timeout_ms: str) -> tuple[bool, bool]:
+    """Set a transaction-local ``statement_timeout``; return (in recovery, read-only)."""
     cursor.execute(_ROLE_SQL, (timeout_ms,))
     row = cursor.fetchone()
-    return bool(row[1])
+    return bool(row[1]), bool(row[2])
 
 
 def standby_position(cursor: Any) -> tuple[float | None, int | None]:
