@@ -46,6 +46,9 @@ def node_not_ready(vendor: str, conn: Any) -> str | None:
 
 def read_only_begin(vendor: str) -> str | None:
     """Return the statement opening a transaction in which the server refuses writes, or None."""
+    # A retried read runs in it (the server, not a list of words, proves it
+    # reads). A vendor without one gets None: its reads are not retried
+    # unless an ``idempotent()`` scope vouches for them.
     if vendor == "postgresql":
         return postgresql.READ_ONLY_BEGIN
     if vendor == "mysql":
