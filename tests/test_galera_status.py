@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient_db.backends.retry import not_run
-from resilient_db.health.galera import galera_problem
+from resilient_db.vendors.mysql import galera_problem
 
 SYNCED = {
     "wsrep_provider_name": "Galera",

@@ -12,7 +12,7 @@ import pytest
 from django.db import connections
 
 from resilient_db.health.errors import Category
-from resilient_db.health.probes import Holder, probe, probe_many
+from resilient_db.health.probes import ProbeConnection, probe, probe_many
 from resilient_db.health.probes_pg import probe_postgresql
 from resilient_db.health.records import State
 from resilient_db.health.registry import get_registry
@@ -53,7 +53,7 @@ def maria_monitor_grant(bed: BedConfig) -> None:
 def test_pg_primary_and_replica(driver: str) -> None:
     pytest.importorskip(driver)
     for alias, role in (("default", "primary"), ("replica", "replica")):
-        m = probe_postgresql(base(alias), 2.0, True, Holder(), driver=driver)
+        m = probe_postgresql(base(alias), 2.0, True, ProbeConnection(), driver=driver)
         assert m.role == role
         assert m.lag is not None and m.lag < 5.0
         assert m.lsn is not None and m.lsn > 0

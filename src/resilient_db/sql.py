@@ -12,36 +12,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-# Literals, quoted identifiers and comments are blanked before keywords are
-# searched, so a string containing "DELETE" does not make a SELECT a write.
-# The two dialects disagree on what is a literal or a comment (MySQL: "#"
-# starts a comment, a backslash escapes a quote, "..." is a string;
-# PostgreSQL: none of these), and the SQL does not say which server it is
-# for, so a statement is a read only if it reads as one in BOTH dialects.
-_POSTGRES_NOISE = re.compile(
-    r"""
-      (?<![A-Za-z0-9_])[Ee]'(?:[^'\\]|\\.|'')*'  # E'string' with backslash escapes
-    | '(?:[^']|'')*'                       # 'string' with '' escapes
-    | \$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$   # $$dollar$$ / $tag$quoted$tag$
-    | "(?:[^"]|"")*"                       # "quoted identifier"
-    | `(?:[^`]|``)*`                       # PostgreSQL has no backticks: blanking
-                                           # a MySQL identifier here hides nothing
-    | --[^\n]*                             # -- line comment
-    | /\*.*?\*/                            # /* block comment */
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-_MYSQL_NOISE = re.compile(
-    r"""
-      '(?:[^'\\]|\\.|'')*'                # 'string' with \' and '' escapes
-    | "(?:[^"\\]|\\.|"")*"                # "string"
-    | `(?:[^`]|``)*`                       # `identifier`
-    | --(?:[ \t][^\n]*|$)                  # -- comment (needs a space after)
-    | \#[^\n]*                             # # line comment
-    | /\*.*?\*/                            # /* block comment */
-    """,
-    re.VERBOSE | re.DOTALL | re.MULTILINE,
-)
+from resilient_db.vendors import mysql as mysql_dialect
+from resilient_db.vendors import postgresql
+
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 # A quoted name called as a function: "pg_advisory_lock"(1) or `GET_LOCK`('x', 1)
 # calls the same function as the bare name, and blanking the quotes would hide it.
@@ -53,27 +26,13 @@ _WRITE_WORDS = frozenset(
      "GRANT", "REVOKE", "COPY", "CALL", "DO", "LOCK", "INTO", "ANALYZE", "ANALYSE", "NOTIFY",
      "LISTEN", "SET", "HANDLER", "LOAD"}
 )
-# Functions that change state even inside a SELECT.
-_SIDE_EFFECT_FUNCS = frozenset(
-    {
-        "NEXTVAL", "SETVAL", "PG_ADVISORY_LOCK", "PG_ADVISORY_XACT_LOCK",
-        "PG_TRY_ADVISORY_LOCK", "PG_TRY_ADVISORY_XACT_LOCK", "PG_ADVISORY_UNLOCK",
-        "PG_ADVISORY_LOCK_SHARED", "PG_TRY_ADVISORY_LOCK_SHARED", "PG_ADVISORY_UNLOCK_ALL",
-        "PG_ADVISORY_UNLOCK_SHARED", "PG_TERMINATE_BACKEND", "PG_CANCEL_BACKEND",
-        "SET_CONFIG", "PG_NOTIFY", "LO_CREATE", "LO_IMPORT", "LO_EXPORT", "LO_UNLINK",
-        "LO_PUT", "LO_FROM_BYTEA", "TXID_CURRENT", "PG_CURRENT_XACT_ID", "DBLINK_EXEC",
-        "DBLINK", "PG_SWITCH_WAL", "PG_CREATE_RESTORE_POINT", "PG_RELOAD_CONF",
-        "PG_ROTATE_LOGFILE", "PG_WAL_REPLAY_PAUSE", "PG_WAL_REPLAY_RESUME",
-        "PG_PROMOTE", "PG_SLEEP", "PG_SLEEP_FOR", "PG_SLEEP_UNTIL",
-        "GET_LOCK", "RELEASE_LOCK", "RELEASE_ALL_LOCKS", "SLEEP", "LAST_INSERT_ID",
-        "MASTER_POS_WAIT", "SOURCE_POS_WAIT", "BENCHMARK",
-    }
-)
+# Functions that change state even inside a SELECT, in either dialect.
+_SIDE_EFFECT_FUNCS = postgresql.SIDE_EFFECT_FUNCTIONS | mysql_dialect.SIDE_EFFECT_FUNCTIONS
 
 
 def strip_noise(sql: str, *, mysql: bool = False) -> str:
     """Return ``sql`` with literals, quoted identifiers and comments blanked."""
-    return (_MYSQL_NOISE if mysql else _POSTGRES_NOISE).sub(" ", sql)
+    return (mysql_dialect.NOISE if mysql else postgresql.NOISE).sub(" ", sql)
 
 
 @lru_cache(maxsize=2048)
@@ -81,6 +40,12 @@ def is_read_only(sql: str) -> bool:
     """Return True when ``sql`` can only read, so re-running it is harmless."""
     if _calls_quoted_side_effect(sql):
         return False
+    # Literals, quoted identifiers and comments are blanked before keywords are
+    # searched, so a string containing "DELETE" does not make a SELECT a write.
+    # The two dialects disagree on what is a literal or a comment (MySQL: "#"
+    # starts a comment, a backslash escapes a quote, "..." is a string;
+    # PostgreSQL: none of these), and the SQL does not say which server it is
+    # for, so a statement is a read only if it reads as one in BOTH dialects.
     return _reads_only(strip_noise(sql)) and _reads_only(strip_noise(sql, mysql=True))
 
 

@@ -201,6 +201,57 @@ def test_role_primary_skips_a_read_only_target_at_connect(bed, fresh_registry):
         assert connections["rw"]._rdb_target.port == str(bed.pg_primary_port)
 
 
+@pytest.fixture
+def primary_refuses_writes(bed):
+    """Make the PostgreSQL primary refuse writes as an operator would (ALTER SYSTEM + reload)."""
+    from resilient_db.testing.faults_pg import pg_admin_connect
+
+    def configure(statement, expected):
+        with pg_admin_connect("pg_primary") as conn:
+            conn.execute(statement)
+            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the reload reaches new sessions asynchronously
+            with pg_admin_connect("pg_primary") as conn:
+                if conn.execute("SHOW default_transaction_read_only").fetchone()[0] == expected:
+                    break
+            time.sleep(0.05)
+        time.sleep(0.2)  # and the idle sessions (PgBouncer's) at their next statement
+
+    configure("ALTER SYSTEM SET default_transaction_read_only = on", "on")
+    try:
+        yield
+    finally:
+        configure("ALTER SYSTEM RESET default_transaction_read_only", "off")
+
+
+def test_a_server_refusing_writes_stays_read_only_when_probed(
+    bed, fresh_registry, primary_refuses_writes
+):
+    # default_transaction_read_only on a server that is not in recovery: it
+    # refuses every write with 25006, so for routing writes it is read-only.
+    # The write path records it so; the probe must judge it by the same rule,
+    # or the monitor flips it back to "primary" and writes return to it.
+    from django.db import DatabaseError
+
+    from resilient_db.health.probes import probe
+    from resilient_db.health.registry import get_registry
+    from resilient_db.health.targets import targets_for
+
+    with adhoc_alias("rw", "default", HOST=bed.host, PORT=str(bed.pg_primary_port)), \
+            resilient_settings(rw={}, _top={"RETRY": {"DEADLINE": 0.5}}):
+        target = targets_for("rw")[0]
+        with pytest.raises(DatabaseError, match="read-only"):
+            Item.objects.using("rw").create(key="ro")
+        assert get_registry().health(target).role == "replica"
+        result = probe(target)
+        assert result.ok and result.role == "replica", result
+        assert get_registry().health(target).role == "replica"
+        # Still measured as what it is: not in recovery, so behind nobody.
+        assert result.lag == 0.0 and result.lsn is not None
+    assert Item.objects.filter(key="ro").count() == 0
+
+
 def test_all_targets_down_lists_every_target_without_password(bed, fresh_registry):
     dead = {"HOST": "127.0.0.1", "PORT": "1"}
     with adhoc_alias("dead", "default", HOST="127.0.0.1", PORT="2"), \

@@ -21,12 +21,12 @@ from django.db import DatabaseError
 
 from resilient_db import signals
 from resilient_db.backends import liveness
-from resilient_db.backends.roles import node_not_ready, server_is_read_only
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import AllTargetsDown, Attempt, NodeNotReady
 from resilient_db.health.errors import Category, classify
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.targets import Target, build_targets
+from resilient_db.vendors import node_not_ready, server_is_read_only
 
 if TYPE_CHECKING:
     from resilient_db.backends.base import ResilientMixin

@@ -34,6 +34,7 @@ from resilient_db.backends.scopes import RetryMode, current_mode
 from resilient_db.backends.stall import StatementStalled, Watching, describe, watchdog
 from resilient_db.exceptions import ConnectionLost, OutcomeUnknown, ResilientDBError
 from resilient_db.sql import is_read_only
+from resilient_db.vendors import read_only_begin
 
 if TYPE_CHECKING:
     from resilient_db.backends.base import ResilientMixin
@@ -133,7 +134,7 @@ def _on_error(
     mode = current_mode()
     # A proven read is retried only where the server refuses writes (rule 3);
     # the idempotent() scope vouches for the statement, writes included.
-    guard = READ_ONLY_BEGIN.get(db.vendor) if mode is RetryMode.AUTO else None
+    guard = read_only_begin(db.vendor) if mode is RetryMode.AUTO else None
     retryable = mode is RetryMode.ALWAYS or (
         mode is RetryMode.AUTO and guard is not None and is_read_only(sql)
     )
@@ -311,13 +312,6 @@ def _retry_read(
     raise last
 
 
-#: The statement that opens the read-only transaction a retried read runs in, per vendor.
-#: A vendor missing here has no such transaction: its reads are not retried
-#: unless an ``idempotent()`` scope vouches for them.
-READ_ONLY_BEGIN: dict[str, str] = {
-    "postgresql": "BEGIN READ ONLY",
-    "mysql": "START TRANSACTION READ ONLY",
-}
 # PostgreSQL read_only_sql_transaction; MySQL/MariaDB "cannot execute in a READ
 # ONLY transaction" (1792), and --read-only / super-read-only (1290, 1836) when
 # the retry landed on a read-only server: each says the statement writes.

@@ -85,6 +85,33 @@ def explain(exc: BaseException, *, connecting: bool = False, connection: Any = N
 
 
 def _explain(exc: BaseException, connection: Any) -> Verdict:
+    # The evidence is weighed in the order of the module docstring; each
+    # step returns a verdict when it speaks, None to hand over to the next.
+    early = _before_the_driver(exc)
+    if early is not None:
+        return early
+    chain = _chain(exc)
+    custom_states, custom_errnos = _custom_codes()
+
+    states = [s for s in (_sqlstate(e) for e in chain) if s]
+    for state in states:
+        if SQLSTATE_CODES.get(state) is C.OUTCOME_UNKNOWN:
+            return Verdict(C.OUTCOME_UNKNOWN, f"SQLSTATE {state}")
+
+    # 1. Driver flags: a broken connection is lost whatever the message says.
+    if _broken(connection) or any(_broken_cursor(e) for e in chain):
+        return Verdict(C.CONNECTION_LOST, "driver reports the connection broken")
+    verdict = (
+        _by_sqlstate(states, custom_states)  # 2.
+        or _by_errno(chain, states, custom_errnos)  # 3.
+        or _by_message(chain)  # 4.
+        or _by_socket(exc)  # 5.
+    )
+    return verdict or Verdict(C.QUERY_ERROR, "no evidence")
+
+
+def _before_the_driver(exc: BaseException) -> Verdict | None:
+    """Judge what the driver never saw: the project's, the pool's and Django's own errors."""
     own = _own_exception(exc)
     if own is not None:
         return Verdict(own, f"{type(exc).__name__}")
@@ -99,34 +126,31 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
         # and the connection's flags describe that history too: neither says
         # anything about this statement.
         return Verdict(C.QUERY_ERROR, f"{type(exc).__name__} raised by Django itself")
-    chain = _chain(exc)
-    custom_states, custom_errnos = _custom_codes()
+    return None
 
-    states = [s for s in (_sqlstate(e) for e in chain) if s]
+
+def _by_sqlstate(states: list[str], custom: Mapping[str, Category]) -> Verdict | None:
+    """Step 2: the SQLSTATE, settings first, exact code before class."""
     for state in states:
-        if SQLSTATE_CODES.get(state) is C.OUTCOME_UNKNOWN:
-            return Verdict(C.OUTCOME_UNKNOWN, f"SQLSTATE {state}")
-
-    # 1. Driver flags: a broken connection is lost whatever the message says.
-    if _broken(connection) or any(_broken_cursor(e) for e in chain):
-        return Verdict(C.CONNECTION_LOST, "driver reports the connection broken")
-
-    # 2. SQLSTATE, settings first, exact code before class.
-    for state in states:
-        found, what = _lookup_state(state, custom_states)
+        found, what = _lookup_state(state, custom)
         if found is not None:
             if found.target_failed and state[:2] in NEVER_TARGET_CLASSES:
                 found = C.QUERY_ERROR
             return Verdict(found, f"{what} {state}")
+    return None
 
-    # 3. Error numbers.
+
+def _by_errno(
+    chain: list[BaseException], states: list[str], custom: Mapping[int, Category]
+) -> Verdict | None:
+    """Step 3: the MySQL/MariaDB error number."""
     errnos: list[int] = []
     for e in chain:
         number = _errno(e)
         if number is None:
             continue
         errnos.append(number)
-        found = custom_errnos.get(number)
+        found = custom.get(number)
         if found is not None:
             return Verdict(found, f"ERROR_CODES errno {number}")
         found = ERRNO_CODES.get(number)
@@ -145,8 +169,11 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
     if states and not errnos:
         # A server answered with a code we do not list: an ordinary query error.
         return Verdict(C.QUERY_ERROR, f"SQLSTATE {states[0]}")
+    return None
 
-    # 4. Message text.
+
+def _by_message(chain: list[BaseException]) -> Verdict | None:
+    """Step 4: the message text, then a libpq handle in state BAD."""
     for e in chain:
         text = _message(e).lower()
         if not text:
@@ -161,13 +188,16 @@ def _explain(exc: BaseException, connection: Any) -> Verdict:
     # whose message said more above).
     if any(_bad_pgconn(e) for e in chain):
         return Verdict(C.CONNECTION_LOST, "libpq connection status BAD")
+    return None
 
-    # 5. Socket-level causes.
+
+def _by_socket(exc: BaseException) -> Verdict | None:
+    """Step 5: socket-level causes, following ``__context__`` too."""
     for e in _chain(exc, context=True):
         found = _os_error(e)
         if found is not None:
             return Verdict(found, f"{type(e).__name__}")
-    return Verdict(C.QUERY_ERROR, "no evidence")
+    return None
 
 
 def _lookup_state(

@@ -12,10 +12,7 @@ total time is that of the slowest, not the sum.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,10 +21,21 @@ from typing import Any
 
 from resilient_db.conf import get_settings
 from resilient_db.health.errors import Category, classify
+from resilient_db.health.probe_connection import Measurement, ProbeConnection
+from resilient_db.health.probes_mysql import probe_mysql
+from resilient_db.health.probes_pg import probe_postgresql
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.targets import Target
 
-__all__ = ["Measurement", "ProbeResult", "ProbeTimeout", "probe", "probe_many", "vendor_of"]
+__all__ = [
+    "Measurement",
+    "ProbeConnection",
+    "ProbeResult",
+    "ProbeTimeout",
+    "probe",
+    "probe_many",
+    "vendor_of",
+]
 
 logger = logging.getLogger("resilient_db.health")
 
@@ -46,66 +54,11 @@ class ProbeResult:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """What a vendor probe returns on success."""
-
-    latency: float
-    role: str | None
-    lag: float | None
-    lsn: int | None = None
-    note: str | None = None  # e.g. "lag unknown: no privilege"
-
-
 class ProbeTimeout(TimeoutError):
     """The target did not answer within the probe's hard timeout."""
 
 
-class Holder:
-    """The probe's live driver connection, shared with the canceller."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.conn: Any = None
-        self.fileno: Callable[[Any], int | None] = lambda conn: None
-        self.cancelled = False
-
-    def set(self, conn: Any, fileno: Callable[[Any], int | None]) -> bool:
-        """Keep ``conn``; return False if the probe was already given up."""
-        with self.lock:
-            if self.cancelled:
-                return False
-            self.conn, self.fileno = conn, fileno
-            return True
-
-    def close(self) -> None:
-        """Close the connection (worker side)."""
-        with self.lock:
-            conn, self.conn = self.conn, None
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-
-    def cancel(self) -> None:
-        """Give up: shut the socket down so the blocked driver call returns."""
-        with self.lock:
-            self.cancelled = True
-            conn = self.conn
-            if conn is None:
-                return
-            # Under the lock the worker cannot close (and the fd be reused)
-            # meanwhile. shutdown() acts on the socket shared by the dup.
-            with contextlib.suppress(Exception):
-                fd = self.fileno(conn)
-                if fd is not None and fd >= 0:
-                    sock = socket.socket(fileno=os.dup(fd))
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    finally:
-                        sock.close()
-
-
-Runner = Callable[[Mapping[str, Any], float, bool, Holder], Measurement]
+Runner = Callable[[Mapping[str, Any], float, bool, ProbeConnection], Measurement]
 
 
 def vendor_of(alias: str, settings_dict: Mapping[str, Any] | None = None) -> str:
@@ -128,19 +81,17 @@ def vendor_of(alias: str, settings_dict: Mapping[str, Any] | None = None) -> str
 
 def _runner(vendor: str) -> Runner | None:
     if vendor == "postgresql":
-        from resilient_db.health.probes_pg import probe_postgresql
-
         return probe_postgresql
     if vendor == "mysql":
-        from resilient_db.health.probes_mysql import probe_mysql
-
         return probe_mysql
     if vendor == "sqlite":
         return _probe_sqlite
     return None
 
 
-def _probe_sqlite(params: Mapping[str, Any], timeout: float, lag: bool, holder: Holder) -> Measurement:
+def _probe_sqlite(
+    params: Mapping[str, Any], timeout: float, lag: bool, connection: ProbeConnection
+) -> Measurement:
     # A file on this machine: nothing can fail over; report it alive.
     return Measurement(latency=0.0, role="primary", lag=0.0)
 
@@ -158,7 +109,7 @@ class _Job:
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self.holder = Holder()
+        self.connection = ProbeConnection()
         self.done = threading.Event()
         self.measurement: Measurement | None = None
         self.error: BaseException | None = None
@@ -172,11 +123,11 @@ class _Job:
 
     def _run(self, runner: Runner, params: Mapping[str, Any], measure_lag: bool) -> None:
         try:
-            self.measurement = runner(params, self.timeout, measure_lag, self.holder)
+            self.measurement = runner(params, self.timeout, measure_lag, self.connection)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, never raised in a thread
             self.error = exc
         finally:
-            self.holder.close()
+            self.connection.close()
             self.done.set()
 
     def start(self) -> _Job:
@@ -187,7 +138,7 @@ class _Job:
         """Wait until ``deadline`` (monotonic); return the result and the raw error."""
         finished = self.done.wait(max(0.0, deadline - time.monotonic()))
         if not finished:
-            self.holder.cancel()
+            self.connection.cancel()
             timed_out = ProbeTimeout(f"no answer within {self.timeout:g}s")
             return (
                 ProbeResult(

@@ -1,13 +1,11 @@
 """MariaDB / MySQL probe through ``MySQLdb`` (mysqlclient, or PyMySQL installed as it).
 
-Role: ``@@global.read_only`` (a read-only server is a replica for routing).
-A Galera node that is not ready, not in the Primary component or not Synced
-fails the probe (:mod:`resilient_db.health.galera`).
-Lag: ``Seconds_Behind_Master`` (``Seconds_Behind_Source`` on MySQL 8) from
-``SHOW SLAVE STATUS`` / ``SHOW REPLICA STATUS``; ``NULL`` there (replication
-stopped) is unknown lag. Reading it needs the ``SLAVE MONITOR`` privilege on
-MariaDB 10.5.9+ (``REPLICATION CLIENT`` before, and on MySQL); without it
-the lag is unknown and the probe says so. The driver's own
+How the probe connects and what it measures; the statements are
+:mod:`resilient_db.vendors.mysql`'s. Role: the server's read-only rule (a
+read-only server is a replica for routing). A Galera node that is not
+ready, not in the Primary component or not Synced fails the probe. Lag:
+``Seconds_Behind_Master``; without the privilege to read it the lag is
+unknown and the probe says so. The driver's own
 ``connect_timeout``/``read_timeout``/``write_timeout`` end the worker; the
 caller's hard timeout does not wait for them.
 """
@@ -17,17 +15,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from resilient_db.health.probes import Holder, Measurement
+from resilient_db.exceptions import NodeNotReady
+from resilient_db.health.probe_connection import Measurement, ProbeConnection
+from resilient_db.vendors import mysql
 
 # OPTIONS keys passed on to the driver; Django's own (isolation_level...) are not.
 _PASS_OPTIONS = frozenset(
     {"ssl", "ssl_mode", "charset", "unix_socket", "read_default_file", "read_default_group",
      "auth_plugin", "client_flag"}
 )
-_LAG_COLUMNS = ("Seconds_Behind_Master", "Seconds_Behind_Source")
 
 
 def connect_params(settings_dict: Mapping[str, Any], timeout: float) -> dict[str, Any]:
@@ -53,69 +51,37 @@ def connect_params(settings_dict: Mapping[str, Any], timeout: float) -> dict[str
 
 
 def probe_mysql(
-    settings_dict: Mapping[str, Any], timeout: float, measure_lag: bool, holder: Holder
+    settings_dict: Mapping[str, Any],
+    timeout: float,
+    measure_lag: bool,
+    connection: ProbeConnection,
 ) -> Measurement:
     """Connect, read role (and lag), close; raise the driver's error on failure."""
     import MySQLdb
 
-    from resilient_db.exceptions import NodeNotReady
-    from resilient_db.health.galera import node_problem
-    from resilient_db.health.probes import Measurement
-
     started = time.monotonic()
     conn = MySQLdb.connect(**connect_params(settings_dict, timeout))
-    if not holder.set(conn, _fileno):
+    if not connection.set(conn, _fileno):
         conn.close()
         raise TimeoutError("probe given up")
     cur = conn.cursor()
     try:
-        cur.execute("SELECT @@global.read_only")
-        (read_only,) = cur.fetchone()
+        read_only = mysql.server_is_read_only(cur)
         latency = time.monotonic() - started
         # A Galera node that is not Synced in the Primary component answers
         # this probe but no query on a table: it is down for routing.
-        problem = node_problem(cur)
+        problem = mysql.node_problem(cur)
         if problem is not None:
             raise NodeNotReady(problem)
-        role = "replica" if int(read_only) else "primary"
+        role = "replica" if read_only else "primary"
         lag: float | None = None
         note: str | None = None
         if measure_lag:
-            lag, note = _lag(conn, cur, role)
+            lag, note = mysql.replication_lag(conn, cur, role)
     finally:
         cur.close()
-        holder.close()  # under the holder's lock: a canceller never sees a reused fd
+        connection.close()  # under its lock: a canceller never sees a reused fd
     return Measurement(latency=latency, role=role, lag=lag, note=note)
-
-
-def _lag(conn: Any, cur: Any, role: str) -> tuple[float | None, str | None]:
-    try:
-        cur.execute("SHOW SLAVE STATUS")
-    except conn.OperationalError as exc:
-        if exc.args and exc.args[0] in (1227, 1142):  # no privilege
-            return (0.0 if role == "primary" else None), "lag unknown: needs SLAVE MONITOR"
-        if exc.args and exc.args[0] == 1064:  # MySQL 8.4 dropped the SLAVE spelling
-            cur.execute("SHOW REPLICA STATUS")
-        else:
-            raise
-    except conn.ProgrammingError as exc:
-        if exc.args and exc.args[0] == 1064:
-            cur.execute("SHOW REPLICA STATUS")
-        else:
-            raise
-    rows = cur.fetchall()
-    if not rows:
-        return (0.0 if role == "primary" else None), None
-    names = [d[0] for d in cur.description]
-    worst: float | None = 0.0
-    for row in rows:  # multi-source replication: the worst channel counts
-        values = dict(zip(names, row, strict=False))
-        raw = next((values[c] for c in _LAG_COLUMNS if c in values), None)
-        if raw is None:
-            worst = None
-        elif worst is not None:
-            worst = max(worst, float(raw))
-    return worst, None
 
 
 def _fileno(conn: Any) -> int | None:

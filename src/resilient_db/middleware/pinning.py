@@ -34,13 +34,9 @@ from resilient_db.routers.pins import (
     pin_times,
 )
 from resilient_db.topology import get_topology
+from resilient_db.vendors import postgresql
 
 logger = logging.getLogger("resilient_db.routers")
-
-# pg_current_wal_insert_lsn, not pg_current_wal_lsn: with synchronous_commit
-# off a commit record can be inserted but not yet written, and the replica
-# must replay at least up to the insert position to show the write.
-LSN_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 
 
 def incoming_pins(request: HttpRequest) -> dict[str, int | None]:
@@ -87,15 +83,14 @@ def read_lsns(aliases: Iterable[str]) -> dict[str, int | None]:
             continue
         try:
             with conn.cursor() as cursor:
-                cursor.execute(LSN_SQL)
-                row = cursor.fetchone()
+                position = postgresql.wal_insert_position(cursor)
         except DatabaseError as exc:
             # The write is done; without its position the pin falls back to
             # time, which is safe, so the response must not fail over this.
             logger.warning("Could not read the WAL position of %r: %s", alias, type(exc).__name__)
             continue
-        if row and isinstance(row[0], str):
-            out[alias] = parse_lsn(row[0])
+        if position is not None:
+            out[alias] = parse_lsn(position)
     return out
 
 
