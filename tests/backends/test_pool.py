@@ -13,7 +13,7 @@ import pytest
 from django.db import connections, transaction
 from django.test import Client, override_settings
 
-from resilient_db.backends.failover import targets_of
+from resilient_db.backends.alias_targets import targets_of
 from resilient_db.exceptions import ConnectionLost
 from resilient_db.health.records import State
 from tests.backends.support import (

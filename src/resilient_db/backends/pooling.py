@@ -92,7 +92,7 @@ _SLICE = 0.05
 
 def pool_key(db: Any) -> str:
     """Return the key of the pool serving ``db``'s current target in Django's pool dict."""
-    target = db._rdb_target
+    target = db.resilience.target
     if target is None or (target.alias == db.alias and not target.overrides):
         # The alias's own server keeps Django's key, so code that looks a
         # pool up by alias (Django's own tests do) still finds it.
@@ -123,16 +123,16 @@ def pool_of(db: Any) -> Any:
             "Error loading psycopg_pool module.\nDid you install psycopg[pool]?"
         ) from err
     pool_options = {} if options is True else dict(options)
-    target = db._rdb_target
+    target = db.resilience.target
     if target is None:
         # Asked before any connect (Django's _close() asks "if self.pool"):
         # the key is the alias's, so this is the pool of its own server.
-        from resilient_db.backends.failover import targets_of
+        from resilient_db.backends.alias_targets import targets_of
 
         target = targets_of(db)[0]
     label = target.label
     pool_options.setdefault("name", f"{db.alias}@{label}")
-    # get_connection_params() reads db._rdb_target: the pool connects to the
+    # get_connection_params() reads the session's target: the pool connects to the
     # target being tried, with its per-attempt connect timeout.
     kwargs = db.get_connection_params()
     kwargs["autocommit"] = True  # as Django does; it sets autocommit itself later
@@ -225,14 +225,36 @@ def _counting(base: type[Any] | None, errors: ConnectErrors) -> type[Any]:
 
 
 @functools.cache
-def _target_pool_class() -> type[Any]:
-    # Built on first use: psycopg_pool is optional and importing this module
-    # must not need it.
+def _unreachable_class() -> type[Exception]:
+    # Built on first use, as the pool class: psycopg is optional.
     import psycopg
-    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
     class TargetUnreachable(psycopg.OperationalError):
         """The pool of one target could not open a connection to it."""
+
+    return TargetUnreachable
+
+
+def _raise_connect_errors(pool: Any) -> None:
+    """Raise TargetUnreachable when ``pool`` failed to connect since its last checkout."""
+    failed = pool._rdb_errors.count - pool._rdb_errors_seen
+    if failed > 0:
+        # Chained to the driver's own error, so the classifier
+        # tells a refused server from a wrong password.
+        last = pool._rdb_errors.last
+        raise _unreachable_class()(
+            f"the connection pool of {pool._rdb_label} failed to open a "
+            f"connection ({failed} failed attempt(s)): {last}"
+        ) from last
+
+
+@functools.cache
+def _target_pool_class() -> type[Any]:
+    # Built on first use: psycopg_pool is optional and importing this module
+    # must not need it.
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+    TargetUnreachable = _unreachable_class()
 
     class TargetPool(ConnectionPool):
         """A pool serving one target, whose checkout fails fast when the target refuses."""
@@ -263,15 +285,7 @@ def _target_pool_class() -> type[Any]:
                 try:
                     conn = super().getconn(max(min(_SLICE, left), 0.001))
                 except PoolTimeout:
-                    failed = self._rdb_errors.count - self._rdb_errors_seen
-                    if failed > 0:
-                        # Chained to the driver's own error, so the classifier
-                        # tells a refused server from a wrong password.
-                        last = self._rdb_errors.last
-                        raise TargetUnreachable(
-                            f"the connection pool of {self._rdb_label} failed to open a "
-                            f"connection ({failed} failed attempt(s)): {last}"
-                        ) from last
+                    _raise_connect_errors(self)
                     if time.monotonic() - start >= total:
                         raise PoolTimeout(f"couldn't get a connection after {total:.2f} sec") from None
                     continue
