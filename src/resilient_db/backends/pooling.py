@@ -147,9 +147,9 @@ def pool_of(db: Any) -> Any:
         kwargs=kwargs, open=False, configure=db._configure_connection, **pool_options
     )
     pool._rdb_errors = errors
-    pool._rdb_owner = db.alias
-    pool._rdb_alias = target.alias
-    pool._rdb_label = label
+    pool.rdb_owner = db.alias
+    pool.rdb_alias = target.alias
+    pool.rdb_label = label
     _watch_target_down()
     # setdefault: two threads may build a pool at once; the first one wins and
     # the other, never opened, holds nothing.
@@ -160,7 +160,7 @@ def close_pools_of(db: Any) -> None:
     """Close every pool ``db``'s alias has built (its own server's and its peers')."""
     pools: dict[str, Any] = db._connection_pools
     for key, pool in list(pools.items()):
-        if getattr(pool, "_rdb_owner", None) == db.alias or key == db.alias:
+        if getattr(pool, "rdb_owner", None) == db.alias or key == db.alias:
             pool.close()
             pools.pop(key, None)
 
@@ -172,11 +172,11 @@ def retire_pools(alias: str, label: str) -> int:
     pools: dict[str, Any] = DatabaseWrapper._connection_pools  # type: ignore[attr-defined]
     retired = 0
     for key, pool in list(pools.items()):
-        if getattr(pool, "_rdb_alias", None) != alias or getattr(pool, "_rdb_label", None) != label:
+        if getattr(pool, "rdb_alias", None) != alias or getattr(pool, "rdb_label", None) != label:
             continue
         if pools.get(key) is pool:
             pools.pop(key, None)
-        pool._rdb_retired = True
+        pool.rdb_retired = True
         retired += 1
         logger.info("Retired the pool %r: its server is down", pool.name)
         # close() joins the pool's worker threads, which may be waiting on a
@@ -243,7 +243,7 @@ def _raise_connect_errors(pool: Any) -> None:
         # tells a refused server from a wrong password.
         last = pool._rdb_errors.last
         raise _unreachable_class()(
-            f"the connection pool of {pool._rdb_label} failed to open a "
+            f"the connection pool of {pool.rdb_label} failed to open a "
             f"connection ({failed} failed attempt(s)): {last}"
         ) from last
 
@@ -259,10 +259,13 @@ def _target_pool_class() -> type[Any]:
     class TargetPool(ConnectionPool):
         """A pool serving one target, whose checkout fails fast when the target refuses."""
 
-        _rdb_owner: str = ""
-        _rdb_alias: str = ""
-        _rdb_label: str = ""
-        _rdb_retired: bool = False
+        # Which alias built the pool and which target it serves (public, for
+        # code that looks at Django's pool dict; prefixed to stay clear of
+        # psycopg_pool's own names).
+        rdb_owner: str = ""
+        rdb_alias: str = ""
+        rdb_label: str = ""
+        rdb_retired: bool = False
         _rdb_errors: ConnectErrors = ConnectErrors()
         # Connect errors already accounted for by a later successful checkout.
         _rdb_errors_seen: int = 0
@@ -290,9 +293,9 @@ def _target_pool_class() -> type[Any]:
                         raise PoolTimeout(f"couldn't get a connection after {total:.2f} sec") from None
                     continue
                 except PoolClosed:
-                    if self._rdb_retired:
+                    if self.rdb_retired:
                         raise TargetUnreachable(
-                            f"the connection pool of {self._rdb_label} was retired: its server "
+                            f"the connection pool of {self.rdb_label} was retired: its server "
                             "is down"
                         ) from None
                     raise
