@@ -275,7 +275,7 @@ def long_query_and_freeze(freezer: Any) -> list[str]:
             cursor.execute("SELECT 1 FROM pg_sleep(1)")
             cursor.fetchone()
         took = time.monotonic() - began
-        where = conn._rdb_target.label if conn._rdb_target else "?"
+        where = conn.resilience.target.label if conn.resilience.target else "?"
     finally:
         timer.join()
         freezer.thaw()
@@ -331,7 +331,7 @@ def read_only_write() -> list[str]:
     began = time.monotonic()
     Item.objects.using("rw").create(key="bench-ro", value=1)
     took = time.monotonic() - began
-    landed = connections["rw"]._rdb_target
+    landed = connections["rw"].resilience.target
     count = Item.objects.using("primary").filter(key="bench-ro").count()
     Item.objects.using("primary").filter(key="bench-ro").delete()
     return ["a write refused as read-only (a standby, 25006) with a writable peer",

@@ -62,8 +62,8 @@ def run_cell(cell: str) -> dict[str, object]:
             {"off": lambda: off.get(pk=pk), "on": lambda: on.get(pk=pk)},
             blocks=blocks, ops=ops, warmup=200,
         )
-        assert connections["on"]._rdb_stall_timeout == STALL_TIMEOUT
-        assert connections["off"]._rdb_stall_timeout is None
+        assert connections["on"].resilience.stall_timeout == STALL_TIMEOUT
+        assert connections["off"].resilience.stall_timeout is None
         r = c.ratio(samples["on"], samples["off"])
         pair = register_cost(20_000 if c.quick() else 200_000)
         Item.objects.using("off").filter(key="bench").delete()

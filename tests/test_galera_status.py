@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient_db.backends.retry import not_run
+from resilient_db.health.error_codes import not_run
 from resilient_db.vendors.mysql import galera_problem
 
 SYNCED = {

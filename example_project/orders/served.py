@@ -21,9 +21,10 @@ def served_by(alias: str) -> dict[str, Any]:
     elif raw is not None and hasattr(raw, "get_dsn_parameters"):  # psycopg2
         params = raw.get_dsn_parameters()
         host, port = params.get("host", host), params.get("port", port)
-    elif raw is not None and getattr(conn, "_rdb_target", None) is not None:
+    elif raw is not None and getattr(conn, "resilience", None) is not None:
         # mysqlclient does not say which port it is connected to; the resilient
-        # backend knows which target it chose.
-        target = conn._rdb_target  # type: ignore[attr-defined]
-        host, port = target.host or host, target.port or port
+        # backend's session knows which target it chose.
+        target = conn.resilience.target
+        if target is not None:
+            host, port = target.host or host, target.port or port
     return {"alias": alias, "vendor": conn.vendor, "host": host, "port": port}

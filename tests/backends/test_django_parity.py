@@ -66,7 +66,7 @@ def test_a_django_error_after_an_earlier_lost_connection_is_not_a_lost_connectio
 def test_a_wrong_password_or_database_is_the_drivers_error_at_once(alias, override):
     from django.db import OperationalError
 
-    from resilient_db.backends.failover import targets_of
+    from resilient_db.backends.alias_targets import targets_of
     from resilient_db.exceptions import AllTargetsDown
     from resilient_db.health.records import State
     from resilient_db.health.registry import get_registry
@@ -94,17 +94,17 @@ def test_idle_ping_after_zero_checks_before_every_use(idle_ping_after, pings, mo
     wrapper = connections["default"]
     calls = []
     # The resilience ping, not is_usable(), which belongs to CONN_HEALTH_CHECKS.
-    real = type(wrapper)._rdb_ping
+    real = type(wrapper.resilience).ping
 
     def counting(self):
-        calls.append(self.alias)
+        calls.append(self.db.alias)
         return real(self)
 
     with resilient_settings(_top={"HEALTH": {"IDLE_PING_AFTER": idle_ping_after}}), persistent(
         "default"
     ):
         Item.objects.count()  # connects
-        monkeypatch.setattr(type(wrapper), "_rdb_ping", counting)
+        monkeypatch.setattr(type(wrapper.resilience), "ping", counting)
         for _ in range(3):
             Item.objects.count()
     assert calls.count("default") == pings

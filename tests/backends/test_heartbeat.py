@@ -64,7 +64,7 @@ def test_a_read_whose_server_freezes_mid_statement_fails_over(bed, freeze_peer, 
     alias_cm, settings_cm = bouncers(bed)
     with alias_cm as conn, settings_cm:
         assert scalar(conn, "SELECT 1") == 1
-        assert conn._rdb_target.port == str(bed.pgbouncer_a_port)
+        assert conn.resilience.target.port == str(bed.pgbouncer_a_port)
         freezer = threading.Timer(0.3, freeze_peer, args=("pgbouncer_a",))
         freezer.start()
         started = time.monotonic()
@@ -76,7 +76,7 @@ def test_a_read_whose_server_freezes_mid_statement_fails_over(bed, freeze_peer, 
         finally:
             freezer.join()
             freeze_peer.thaw()
-        assert conn._rdb_target.port == str(bed.pgbouncer_b_port)
+        assert conn.resilience.target.port == str(bed.pgbouncer_b_port)
     # Frozen after 0.3 s; found by the heartbeat within HEARTBEAT_AFTER (0.5) +
     # HEARTBEAT_TIMEOUT (1.0); then the 1 s read again on the other peer.
     assert took < 0.3 + 2.0 + 1.0 + 0.5, took
@@ -100,7 +100,7 @@ def test_a_write_in_flight_on_a_frozen_server_is_outcome_unknown(bed, freeze_pee
                 # A fresh connection (to the other peer) inside atomic(); its
                 # server is fine, so freeze it too, mid-statement.
                 assert scalar(conn, "SELECT 1") == 1
-                assert conn._rdb_target.port == str(bed.pgbouncer_b_port)
+                assert conn.resilience.target.port == str(bed.pgbouncer_b_port)
                 threading.Timer(0.3, freeze_peer, args=("pgbouncer_b",)).start()
                 scalar(conn, "SELECT pg_sleep(1)")
         finally:

@@ -180,11 +180,50 @@ def test_write_refused_by_a_read_only_server_runs_once_on_the_writer(bed):
     with adhoc_alias("mrw", "mysql", HOST=bed.host, PORT=str(bed.maria_replica_port)), \
             resilient_settings(mrw={"PEERS": [primary]}), capture_signals() as seen:
         assert Item.objects.using("mrw").filter(key="nothing").count() == 0
-        assert connections["mrw"]._rdb_target.port == str(bed.maria_replica_port)
+        assert connections["mrw"].resilience.target.port == str(bed.maria_replica_port)
         Item.objects.using("mrw").create(key="ro")
-        assert connections["mrw"]._rdb_target.port == str(bed.maria_primary_port)
+        assert connections["mrw"].resilience.target.port == str(bed.maria_primary_port)
     assert Item.objects.using("mysql").filter(key="ro").count() == 1
     assert [(e["category"], e["outcome"]) for e in seen["query_retried"]] == [("read_only", "ok")]
+
+
+def test_statement_refused_by_a_galera_node_not_ready_runs_once_elsewhere_and_says_so(bed):
+    # A Galera node outside the Primary component refuses a statement before
+    # running it (ERROR 1047): it ran nowhere, so it runs once on another
+    # target, and, like every statement run again, says so with
+    # query_retried (docs/signals.md). The refusal is raised once by a
+    # wrapper inside ours, as Django raises the driver's: translated, the
+    # driver's error as its cause.
+    import MySQLdb
+    from django.db import OperationalError
+
+    from resilient_db.health.registry import get_registry
+
+    refused = []
+
+    def refuse_once(execute, sql, params, many, context):
+        if sql.startswith("INSERT") and not refused:
+            refused.append(sql)
+            cause = MySQLdb.OperationalError(
+                1047, "WSREP has not yet prepared node for application use"
+            )
+            raise OperationalError(*cause.args) from cause
+        return execute(sql, params, many, context)
+
+    get_registry().reset()
+    peer = {"HOST": bed.host, "PORT": str(bed.maria_peer_b_port)}
+    try:
+        with adhoc_alias("mgal", "mysql", HOST=bed.host, PORT=str(bed.maria_peer_a_port)) as conn, \
+                resilient_settings(mgal={"PEERS": [peer]}), capture_signals() as seen, \
+                conn.execute_wrapper(refuse_once):
+            Item.objects.using("mgal").create(key="galera")
+    finally:
+        get_registry().reset()
+    assert refused
+    assert Item.objects.using("mysql").filter(key="galera").count() == 1
+    assert [(e["category"], e["outcome"]) for e in seen["query_retried"]] == [
+        ("server_starting", "ok")
+    ]
 
 
 def test_a_read_whose_maria_peer_freezes_mid_statement_fails_over(bed, freeze_peer):
@@ -215,7 +254,7 @@ def test_a_read_whose_maria_peer_freezes_mid_statement_fails_over(bed, freeze_pe
         finally:
             freezer.join()
             freeze_peer.thaw()
-        assert conn._rdb_target.port == str(bed.maria_peer_b_port)
+        assert conn.resilience.target.port == str(bed.maria_peer_b_port)
         monitor = running_monitor()
         assert monitor is not None and monitor.cuts >= 1
     get_registry().reset()

@@ -166,9 +166,9 @@ def test_write_refused_as_read_only_runs_once_on_the_writer(bed, fresh_registry)
     with adhoc_alias("rw", "default", HOST=bed.host, PORT=str(bed.pg_replica_port)), \
             resilient_settings(rw={"PEERS": [primary]}), capture_signals() as seen:
         assert Item.objects.using("rw").count() == 0  # connected to the standby
-        assert connections["rw"]._rdb_target.port == str(bed.pg_replica_port)
+        assert connections["rw"].resilience.target.port == str(bed.pg_replica_port)
         Item.objects.using("rw").create(key="ro")
-        assert connections["rw"]._rdb_target.port == str(bed.pg_primary_port)
+        assert connections["rw"].resilience.target.port == str(bed.pg_primary_port)
         from resilient_db.health.registry import get_registry
 
         own = targets_for("rw")[0]
@@ -188,7 +188,7 @@ def test_write_refused_as_read_only_inside_atomic_still_raises(bed, fresh_regist
             Item.objects.using("rw").create(key="ro")
         assert "read-only" in str(info.value)
         Item.objects.using("rw").create(key="rw")
-        assert connections["rw"]._rdb_target.port == str(bed.pg_primary_port)
+        assert connections["rw"].resilience.target.port == str(bed.pg_primary_port)
     assert Item.objects.filter(key="ro").count() == 0
     assert Item.objects.filter(key="rw").count() == 1
 
@@ -198,7 +198,7 @@ def test_role_primary_skips_a_read_only_target_at_connect(bed, fresh_registry):
     with adhoc_alias("rw", "default", HOST=bed.host, PORT=str(bed.pg_replica_port)), \
             resilient_settings(rw={"PEERS": [primary], "ROLE": "primary"}):
         Item.objects.using("rw").create(key="rw")
-        assert connections["rw"]._rdb_target.port == str(bed.pg_primary_port)
+        assert connections["rw"].resilience.target.port == str(bed.pg_primary_port)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from django.db import connections, transaction
 from django.test import Client, override_settings
 
-from resilient_db.backends.failover import targets_of
+from resilient_db.backends.alias_targets import targets_of
 from resilient_db.exceptions import ConnectionLost
 from resilient_db.health.records import State
 from tests.backends.support import (
@@ -191,9 +191,9 @@ def pooled_bouncers(bed: Any, **top: Any) -> Iterator[Any]:
 
 def _pools_of(wrapper: Any) -> dict[str, Any]:
     return {
-        pool._rdb_label.split("/")[0].rsplit(":", 1)[1]: pool
+        pool.rdb_label.split("/")[0].rsplit(":", 1)[1]: pool
         for pool in wrapper._connection_pools.values()
-        if getattr(pool, "_rdb_owner", None) == ALIAS
+        if getattr(pool, "rdb_owner", None) == ALIAS
     }
 
 
@@ -240,7 +240,7 @@ def test_pooled_alias_returns_to_its_own_server_with_a_fresh_pool(
         kill_peer("pgbouncer_a")
         for _ in range(20):
             failures += client.get(f"/read/{ALIAS}/").status_code != 200
-        assert first_pool.closed or first_pool._rdb_retired
+        assert first_pool.closed or first_pool.rdb_retired
         kill_peer.restore()
         back_at = time.monotonic()
         while time.monotonic() - back_at < 5.0:

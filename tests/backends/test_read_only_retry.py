@@ -113,7 +113,7 @@ def _bouncers(bed, name: str = "orders", **top):
 
 
 def _port(alias: str) -> str | None:
-    target = connections[alias]._rdb_target
+    target = connections[alias].resilience.target
     return target.port if target is not None else None
 
 

@@ -51,7 +51,7 @@ def _setup(bed, name: str, host: str, port: int, peer_port: int, **top):
 
 
 def _port(alias: str) -> str | None:
-    target = connections[alias]._rdb_target
+    target = connections[alias].resilience.target
     return target.port if target is not None else None
 
 
@@ -180,7 +180,7 @@ def test_query_shorter_than_stall_timeout_is_untouched(bed, fresh_registry):
             cursor.execute("SELECT 2")
             assert cursor.fetchone()[0] == 2
         assert conn.connection is driver
-        assert conn._rdb_stall_timeout == 1.0
+        assert conn.resilience.stall_timeout == 1.0
     assert not seen["query_retried"] and not seen["target_down"] and not seen["reconnected"]
 
 
@@ -196,7 +196,7 @@ def test_off_by_default_never_touches_the_watchdog(monkeypatch):
     Item.objects.create(key="o")
     with transaction.atomic():
         assert Item.objects.filter(key="o").count() == 1
-    assert connections["default"]._rdb_stall_timeout is None
+    assert connections["default"].resilience.stall_timeout is None
 
 
 def test_importing_the_backends_starts_no_thread():

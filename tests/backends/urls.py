@@ -11,7 +11,7 @@ from tests.testapp.models import Item
 
 def read(request: HttpRequest, alias: str) -> JsonResponse:
     count = Item.objects.using(alias).count()
-    target = connections[alias]._rdb_target
+    target = connections[alias].resilience.target
     return JsonResponse({"count": count, "port": target.port if target else None})
 
 

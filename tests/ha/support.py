@@ -71,7 +71,8 @@ class Load:
             ok, error = True, ""
         except Exception as exc:  # noqa: BLE001 - every failure is counted, none may pass silently
             ok, error = False, f"{type(exc).__name__}: {exc}"[:300]
-        target = db._rdb_target.label if getattr(db, "_rdb_target", None) else None
+        chosen = db.resilience.target
+        target = chosen.label if chosen is not None else None
         self.outcomes.append(
             Outcome(began, time.monotonic() - began, kind, ok, target, token, error)
         )

@@ -79,7 +79,7 @@ def test_probe_fails_a_non_primary_or_desynced_node_and_passes_it_when_synced(
     ha_bed, galera, fresh_registry
 ):
     with _alias(ha_bed, "galera_3"), _cluster_settings(ha_bed, "galera_3"):
-        from resilient_db.backends.failover import targets_of
+        from resilient_db.backends.alias_targets import targets_of
 
         target = targets_of(connections["galera"])[0]
         sd = connections["galera"].settings_dict
@@ -207,7 +207,7 @@ def test_persistent_connection_returns_to_the_preferred_node_once_it_is_synced_a
         def where() -> str:
             with db.cursor() as cursor:
                 cursor.execute(f"SELECT COUNT(*) FROM {TABLE}")
-            return db._rdb_target.label
+            return db.resilience.target.label
 
         assert node_1 in where()
         table.isolate("galera_1")

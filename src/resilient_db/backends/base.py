@@ -12,41 +12,32 @@ translation; the mixin only overrides Django's documented extension points:
   ``ConnectionLost``, not the driver's error (rule 1);
 * ``_commit``: a COMMIT that dies is outcome-unknown, never retried (rule 4);
 * one execute wrapper for retry of reads and outcome-unknown writes (retry.py).
+
+What the mixin knows about its connection lives in one
+:class:`~resilient_db.backends.session.Session`, ``self.resilience``; the
+overrides below delegate to it and to the collaborators that receive it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 
-from resilient_db import signals
-from resilient_db.backends.failover import connect_with_failover, discard_connection
-from resilient_db.backends.liveness import driver_says_closed, socket_of
+from resilient_db.backends.alias_targets import back_to_own_target
+from resilient_db.backends.failover import connect_with_failover
+from resilient_db.backends.liveness import driver_says_closed
 from resilient_db.backends.pooling import is_pooled, live_pooled_connection
-from resilient_db.backends.retry import (
-    lost_connection,
-    lost_in_transaction,
-    report_failure,
-    report_stall,
-    retry_wrapper,
-)
+from resilient_db.backends.retry import retry_wrapper
+from resilient_db.backends.session import Session
 from resilient_db.backends.stall import Watching, describe
 from resilient_db.backends.timeouts import apply_connect_timeout
-from resilient_db.conf import get_settings
 from resilient_db.exceptions import ConnectionLost, OutcomeUnknown
-from resilient_db.health.heartbeat import track
-from resilient_db.health.monitor import monitor_wanted
 
 if TYPE_CHECKING:
-    import select
-
     from django.db.backends.base.base import BaseDatabaseWrapper
-
-    from resilient_db.health.targets import Target
 
     _Base = BaseDatabaseWrapper
 else:
@@ -58,49 +49,30 @@ logger = logging.getLogger("resilient_db.backends")
 class ResilientMixin(_Base):
     """Reconnect, safe retry, peer failover and role checks over any vendor wrapper."""
 
-    # Class defaults keep the hot path free of getattr() fallbacks.
-    _rdb_target: Target | None = None
-    _rdb_poller: select.poll | None = None
-    _rdb_last_used: float = 0.0
-    # HEALTH.IDLE_PING_AFTER, set by connect(); 0 means "before every use".
-    _rdb_idle_ping: float = float("inf")
-    _rdb_connecting: bool = False
-    _rdb_discard: bool = False
-    _rdb_want_writer: bool = False
-    _rdb_deadline: float | None = None
-    _rdb_attempt_timeout: float = 2.0
-    _rdb_reconnect_reason: str | None = None
-    _rdb_fallback_checked: float = 0.0
-    # STALL_TIMEOUT of this connection and its socket; the timeout is None when
-    # off or when the driver has no socket (sqlite), so the hot path checks one attribute.
-    _rdb_stall_timeout: float | None = None
-    _rdb_stall_fd: int = -1
-    # When the statement in flight started (monotonic; 0.0: none), read by the
-    # monitor's heartbeat; the lock keeps its socket from being shut once the
-    # statement has ended (heartbeat.py).
-    _rdb_busy_since: float = 0.0
-    # The socket of the current connection, read at connect time by the owner:
-    # some drivers (mysqlclient) refuse any call from another thread while a
-    # statement runs, so the heartbeat cannot ask them for it then.
-    _rdb_socket_fd: int = -1
-    # Set while a statement refused as read-only runs again on a writer (once).
-    _rdb_read_only_retry: bool = False
+    #: The resilience state of this connection (backends/session.py).
+    resilience: Session
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rdb_busy_lock = threading.Lock()
-        self._rdb_install_wrapper()
+        self.resilience = Session(self, self._vendor_connect, self._vendor_is_usable)
+        self._install_wrapper()
 
-    def _rdb_install_wrapper(self) -> None:
+    def _install_wrapper(self) -> None:
         # Outermost position (index 0): a retry re-runs every inner wrapper too.
         if retry_wrapper not in self.execute_wrappers:
             self.execute_wrappers.insert(0, retry_wrapper)
+
+    def _vendor_connect(self) -> None:
+        super().connect()
+
+    def _vendor_is_usable(self) -> bool:
+        return super().is_usable()
 
     # ----- connecting -------------------------------------------------------
 
     def get_connection_params(self) -> dict[str, Any]:
         """Return the driver parameters of the target being connected to."""
-        target = self._rdb_target
+        target = self.resilience.target
         original = self.settings_dict
         merged = target.settings_dict(original) if target is not None and target.overrides else None
         if merged is not None:
@@ -112,34 +84,15 @@ class ResilientMixin(_Base):
         finally:
             self.settings_dict = original
         options = (merged or original).get("OPTIONS") or {}
-        apply_connect_timeout(self.vendor, params, options, self._rdb_attempt_timeout)
+        apply_connect_timeout(self.vendor, params, options, self.resilience.attempt_timeout)
         return params
 
     def connect(self) -> None:
         """Connect to the first healthy target of the alias (own server, then peers)."""
-        self._rdb_install_wrapper()
-        self._rdb_stall_timeout = None  # statements run while connecting are not watched
-        connect_with_failover(self)
-        settings = get_settings()
-        if settings.health.heartbeat_after is not None and monitor_wanted(self.alias):
-            fd = socket_of(self.connection)
-            self._rdb_socket_fd = -1 if fd is None else fd
-            track(self)
-        self._rdb_idle_ping = settings.health.idle_ping_after
-        timeout = settings.stall_timeout_of(self.alias)
-        fd = socket_of(self.connection) if timeout is not None else None
-        if fd is not None:
-            self._rdb_stall_fd = fd
-            self._rdb_stall_timeout = timeout
-        self._rdb_last_used = time.monotonic()
-        reason = self._rdb_reconnect_reason
-        if reason is not None:
-            self._rdb_reconnect_reason = None
-            label = self._rdb_target.label if self._rdb_target is not None else None
-            logger.info("Reconnected %r to %s (%s)", self.alias, label, reason)
-            signals.reconnected.send(
-                sender=type(self), alias=self.alias, target=label, reason=reason
-            )
+        self._install_wrapper()
+        self.resilience.stall_timeout = None  # statements run while connecting are not watched
+        connect_with_failover(self.resilience)
+        self.resilience.connected()
 
     def get_new_connection(self, conn_params: Any) -> Any:
         """Open a driver connection; one taken from a pool is checked before use."""
@@ -153,29 +106,24 @@ class ResilientMixin(_Base):
         )
 
     def _close(self) -> None:
-        # The socket is about to go away and its number may be reused.
-        self._rdb_stall_timeout = None
-        self._rdb_socket_fd = -1
+        self.resilience.closing()
         super()._close()  # type: ignore[misc]
-
-    def _rdb_vendor_connect(self) -> None:
-        super().connect()
 
     def ensure_connection(self) -> None:
         """Guarantee a live connection; replace a dead one outside a transaction."""
+        session = self.resilience
         if (
             self.connection is not None
             and not self.in_atomic_block
             and self.autocommit
-            and not self._rdb_connecting
+            and not session.connecting
         ):
             now = time.monotonic()
-            if self._rdb_discard or self._rdb_suspect(now):
-                self._rdb_replace_if_dead()
-            elif self._rdb_back_to_own_target(now):
-                discard_connection(self)
-                self._rdb_reconnect_reason = "replica_back"
-            self._rdb_last_used = now
+            if session.must_replace or session.suspect(now):
+                session.replace_if_dead()
+            elif back_to_own_target(session, now):
+                session.discard("replica_back")
+            session.last_used = now
         super().ensure_connection()
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -185,85 +133,24 @@ class ResilientMixin(_Base):
         # inside request_started, where a replica that is down would turn into
         # a 500 before the router had any chance to fall back to the primary.
         # Here a dead connection is only dropped; the next real use reconnects.
+        session = self.resilience
         if (
             self.connection is not None
             and not self.in_atomic_block
-            and (self._rdb_discard or self._rdb_suspect(time.monotonic()))
-            and (self._rdb_discard or driver_says_closed(self.connection) or not self._rdb_ping())
+            and (session.must_replace or session.suspect(time.monotonic()))
+            and (session.must_replace or driver_says_closed(self.connection)
+                 or not session.ping())
         ):
-            self._rdb_reconnect_reason = "dead_connection"
-            discard_connection(self)
+            session.discard("dead_connection")
             return
         super().close_if_unusable_or_obsolete()
 
     def is_usable(self) -> bool:
         """Ping the connection; a ping left unanswered for STALL_TIMEOUT says no."""
-        return self._rdb_ping()
-
-    def _rdb_ping(self) -> bool:
-        # The resilience checks ping through here rather than through
+        # The resilience checks ping through the session rather than through
         # is_usable(), which belongs to Django's CONN_HEALTH_CHECKS: code that
         # watches is_usable() (Django's own tests do) sees only Django's calls.
-        if self._rdb_stall_timeout is None:
-            return super().is_usable()
-        with Watching(self) as watch:
-            usable = super().is_usable()
-        if watch.stalled is not None:
-            report_stall(self, watch.stalled)
-            return False
-        return usable
-
-    def _rdb_suspect(self, now: float) -> bool:
-        poller = self._rdb_poller
-        if poller is not None and poller.poll(0):
-            # An idle socket with something to read: a FATAL message or EOF.
-            return True
-        if now - self._rdb_last_used >= self._rdb_idle_ping:
-            return True
-        return driver_says_closed(self.connection)
-
-    def _rdb_back_to_own_target(self, now: float) -> bool:
-        # A replica alias that fell back to its primary returns to its own
-        # servers once one of them is usable again; a connection that failed
-        # over to a lower-priority target returns to a preferred one (a node
-        # back in service after a leader change or a Galera rejoin). Checked
-        # at most once a second, and only here, between units of work.
-        target = self._rdb_target
-        if target is None or now - self._rdb_fallback_checked < 1.0:
-            return False
-        self._rdb_fallback_checked = now
-        from resilient_db.backends.failover import targets_of
-        from resilient_db.health.registry import get_registry
-
-        registry = get_registry()
-        targets = targets_of(self)
-        if target.alias != self.alias:
-            return any(registry.is_available(t) for t in targets)
-        if get_settings().alias(self.alias).policy != "priority" or target not in targets:
-            return False
-        preferred = targets[: targets.index(target)]
-        # Only targets the registry has seen usable: an unknown one is not a
-        # reason to drop a working connection.
-        for candidate in preferred:
-            record = registry.health(candidate)
-            if record.usable and record.updated_at is not None:
-                return True
-        return False
-
-    def _rdb_replace_if_dead(self) -> None:
-        if self._rdb_discard:
-            reason = "role_changed"
-        elif driver_says_closed(self.connection) or not self._rdb_ping():
-            reason = "dead_connection"
-            from resilient_db.health.errors import Category
-
-            report_failure(self, OSError("connection found dead before use"), Category.CONNECTION_LOST)
-        else:
-            # Readable but alive (a NOTIFY, a notice): keep it and watch again.
-            return
-        discard_connection(self)
-        self._rdb_reconnect_reason = reason
-        # The next ensure_connection() step opens the replacement.
+        return self.resilience.ping()
 
     def create_cursor(self, name: str | None = None) -> Any:
         """Create a driver cursor; a connection found closed inside atomic() is ConnectionLost."""
@@ -281,10 +168,10 @@ class ResilientMixin(_Base):
                     f"The connection of {self.alias!r} was closed inside a transaction; "
                     "the transaction was rolled back and nothing in it was committed."
                 ) from exc
-            category = lost_connection(self, exc)
+            category = self.resilience.lost_connection(exc)
             if category is None:
                 raise
-            raise lost_in_transaction(self, exc, category) from exc
+            raise self.resilience.lost_in_transaction(exc, category) from exc
 
     # ----- transactions -----------------------------------------------------
 
@@ -296,7 +183,7 @@ class ResilientMixin(_Base):
             autocommit
             and self.connection is None
             and not self.in_atomic_block
-            and not self._rdb_connecting
+            and not self.resilience.connecting
             and self.settings_dict["AUTOCOMMIT"]
         ):
             # Atomic.__exit__ turns autocommit back on in a finally clause,
@@ -314,13 +201,12 @@ class ResilientMixin(_Base):
         try:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
         except DatabaseError as exc:
-            if self._rdb_connecting:
+            if self.resilience.connecting:
                 raise  # connect_with_failover reports it and tries the next target
-            category = lost_connection(self, exc)
+            category = self.resilience.lost_connection(exc)
             if category is None:
                 raise
-            discard_connection(self)
-            self._rdb_reconnect_reason = category.value
+            self.resilience.discard(category.value)
             if autocommit:
                 # Leaving a transaction whose COMMIT or ROLLBACK already
                 # answered (or already failed loudly): the outcome is known,
@@ -342,12 +228,12 @@ class ResilientMixin(_Base):
             ) from exc
 
     def _commit(self) -> None:
-        watch = Watching(self)
+        watch = Watching(self.resilience)
         try:
             with watch:
                 super()._commit()  # type: ignore[misc]
         except DatabaseError as exc:
-            category = lost_connection(self, exc, watch.stalled)
+            category = self.resilience.lost_connection(exc, watch.stalled)
             if category is None:
                 raise
             what = describe(category.value, watch.stalled)

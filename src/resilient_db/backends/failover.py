@@ -10,8 +10,6 @@ deadline. When every target is down the caller gets one
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -21,15 +19,18 @@ from django.db import DatabaseError
 
 from resilient_db import signals
 from resilient_db.backends import liveness
+from resilient_db.backends.alias_targets import primary_fallback_targets, targets_of
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import AllTargetsDown, Attempt, NodeNotReady
 from resilient_db.health.errors import Category, classify
 from resilient_db.health.redact import mask, secrets_of
-from resilient_db.health.targets import Target, build_targets
+from resilient_db.health.targets import Target
 from resilient_db.vendors import node_not_ready, server_is_read_only
 
 if TYPE_CHECKING:
-    from resilient_db.backends.base import ResilientMixin
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from resilient_db.backends.session import Session
 
 logger = logging.getLogger("resilient_db.backends")
 
@@ -42,173 +43,193 @@ class TargetIsReadOnly(Exception):
     """Internal: a target opened fine but refuses writes and a writer is wanted."""
 
 
-def targets_of(db: ResilientMixin) -> tuple[Target, ...]:
-    """Return the targets of ``db`` from its live settings_dict (own server first)."""
-    cfg = get_settings().alias(db.alias)
-    # With Django's pool every target has a pool of its own (pooling.py).
-    return build_targets(db.alias, db.settings_dict, cfg)
+def connect_with_failover(session: Session) -> None:
+    """Connect the session's wrapper to the first target of the plan that accepts.
 
-
-def primary_fallback_targets(db: ResilientMixin) -> tuple[Target, ...]:
-    """Return the group primary's targets when ``db`` is a replica alias, else ``()``.
-
-    A replica that is down must not fail a read: nothing has been sent while
-    connecting, so the same read can safely go to the primary instead. The
-    targets keep the primary's alias, so their health is the primary's own
-    record; their overrides carry the primary's full connection settings.
+    Raise :class:`~resilient_db.exceptions.AllTargetsDown` when none does in time.
     """
-    settings = get_settings()
-    primary = settings.primary_of(db.alias)
-    if primary is None:
-        return ()
-    from django.db import connections
-
-    base = connections[primary].settings_dict
-    keys = ("HOST", "PORT", "NAME", "USER", "PASSWORD", "OPTIONS")
-    out = []
-    for target in build_targets(primary, base, settings.alias(primary)):
-        merged = target.settings_dict(base)
-        out.append(dataclasses.replace(target, overrides={k: merged.get(k) for k in keys}))
-    return tuple(out)
+    _Connect(session).run()
 
 
-def connect_with_failover(db: ResilientMixin) -> None:
-    """Connect ``db`` to the first target of the plan that accepts, or raise AllTargetsDown."""
-    from resilient_db.health.registry import get_registry
+# Between two rounds over the plan: go again, try once more as a last resort, or give up.
+_AGAIN, _LAST_RESORT, _STOP = "again", "last_resort", "stop"
 
-    settings = get_settings()
-    cfg = settings.alias(db.alias)
-    registry = get_registry()
-    targets = targets_of(db)
-    fallback = primary_fallback_targets(db)
-    start = time.monotonic()
-    deadline = db._rdb_deadline if db._rdb_deadline is not None else start + settings.retry.deadline
-    want_writer = cfg.role == "primary" or db._rdb_want_writer
-    secrets = secrets_of(db.settings_dict, *(t.overrides for t in (*targets, *fallback)))
-    attempts: list[Attempt] = []
-    failed: list[tuple[Target, Category]] = []
-    previous = db._rdb_target if db._rdb_reconnect_reason is not None else None
-    monitor = _monitor_of(db.alias)
-    # With a monitor, a caller finding every target down waits for it at
-    # most this long: RETRY.HOLD for a new connection; the retry deadline for
-    # a read being retried or a connection being replaced, whose server just
-    # went away under work in progress (a restart, a switchover).
-    if db._rdb_deadline is not None or previous is not None:
-        hold_until = deadline
-    else:
-        hold_until = min(deadline, start + settings.retry.hold)
-    probe = monitor is None
-    tried_once = False
-    last_resort = False
-    while True:
-        if last_resort:
-            plan = _last_resort(registry, targets)
+
+class _Connect:
+    """One connect of a session: rounds over the plan until a target accepts or time is up."""
+
+    def __init__(self, session: Session) -> None:
+        from resilient_db.health.registry import get_registry
+
+        db = self.db = session.db
+        self.session = session
+        self.settings = settings = get_settings()
+        self.cfg = settings.alias(db.alias)
+        self.registry = get_registry()
+        self.targets = targets_of(db)
+        self.fallback = primary_fallback_targets(db)
+        start = time.monotonic()
+        retrying = session.deadline is not None
+        self.deadline: float = (
+            session.deadline if session.deadline is not None else start + settings.retry.deadline
+        )
+        self.want_writer = self.cfg.role == "primary" or session.want_writer
+        overrides = (t.overrides for t in (*self.targets, *self.fallback))
+        self.secrets = secrets_of(db.settings_dict, *overrides)
+        self.attempts: list[Attempt] = []
+        self.failed: list[tuple[Target, Category]] = []
+        self.previous = session.target if session.reconnect_reason is not None else None
+        self.monitor = _monitor_of(db.alias)
+        # With a monitor, a caller finding every target down waits for it at
+        # most this long: RETRY.HOLD for a new connection; the retry deadline for
+        # a read being retried or a connection being replaced, whose server just
+        # went away under work in progress (a restart, a switchover).
+        if retrying or self.previous is not None:
+            self.hold_until = self.deadline
         else:
-            plan = _order(registry.plan(targets, cfg.policy, probe=probe), registry, want_writer)
-        if fallback and not last_resort:
-            # The replica's own targets first; the primary only when none answers.
-            plan += registry.plan(fallback, "priority", probe=probe)
-        for target in plan:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and tried_once:
+            self.hold_until = min(self.deadline, start + settings.retry.hold)
+        self.tried_once = False
+
+    def run(self) -> None:
+        last_resort = False
+        while True:
+            target = self._round(self._plan(last_resort))
+            if target is not None:
+                self._connected(target)
+                return
+            if last_resort:
                 break
-            tried_once = True
-            began = time.monotonic()
-            try:
-                _attempt(db, target, max(remaining, 0.0), settings.connect_timeout, want_writer)
-            except TargetIsReadOnly:
-                registry.record_role(target, "replica")
-                attempts.append(Attempt(target.label, Category.READ_ONLY.value, "server is read-only"))
-                failed.append((target, Category.READ_ONLY))
-                continue
-            except (DatabaseError, OSError, _driver_error(db)) as exc:
-                category = classify(exc, connecting=True)
-                if not category.target_failed:
-                    # A wrong password or database name is a configuration
-                    # error, not an outage: say so now instead of failing over.
-                    raise
-                registry.record_failure(target, exc, category)
-                attempts.append(Attempt(target.label, category.value, mask(str(exc), secrets)))
-                failed.append((target, category))
-                continue
-            registry.record_success(target, time.monotonic() - began)
-            if target.alias != db.alias:
-                logger.warning(
-                    "Replica alias %r has no usable target: reading from its primary %r (%s)",
-                    db.alias, target.alias, target.label,
-                )
-                signals.primary_fallback.send(
-                    sender=type(db), alias=target.alias, reason=f"replica {db.alias!r} down"
-                )
-            if not failed and previous is not None and previous != target:
-                # The lost connection's target was already marked down, so the
-                # plan went straight to another one: that is a failover too.
-                why = (
-                    Category.READ_ONLY
-                    if db._rdb_reconnect_reason == Category.READ_ONLY.value
-                    else Category.CONNECTION_LOST
-                )
-                failed.append((previous, why))
-            if failed:
-                _announce_failover(db, failed, target)
-            return
+            step = self._between_rounds()
+            if step == _STOP:
+                break
+            last_resort = step == _LAST_RESORT
+        attempts = self.attempts or [_remembered(self.registry, t) for t in self.targets]
+        error = AllTargetsDown(self.db.alias, attempts)
+        logger.error("%s", error)
+        raise error
+
+    def _plan(self, last_resort: bool) -> list[Target]:
+        registry, probe = self.registry, self.monitor is None
         if last_resort:
-            break
-        leader_change = want_writer and any(c is Category.READ_ONLY for _, c in failed)
-        if monitor is not None and leader_change and time.monotonic() + settings.retry.backoff < deadline:
-            # No member is writable, but some answered read-only: a leader
-            # change is under way and any of them may be promoted next. They
-            # are up (not down), so asking them again is no probe of a down
-            # target; a write waits for the new leader up to the deadline
-            # instead of failing at once.
-            time.sleep(max(settings.retry.backoff, _MIN_PAUSE))
-            continue
-        if monitor is not None:
+            return _last_resort(registry, self.targets)
+        plan = _order(registry.plan(self.targets, self.cfg.policy, probe=probe), registry,
+                      self.want_writer)
+        if self.fallback:
+            # The replica's own targets first; the primary only when none answers.
+            plan += registry.plan(self.fallback, "priority", probe=probe)
+        return plan
+
+    def _round(self, plan: Sequence[Target]) -> Target | None:
+        """Try each target of ``plan`` in turn; return the one that accepted, if any."""
+        for target in plan:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 and self.tried_once:
+                break
+            self.tried_once = True
+            if self._try(target, remaining):
+                return target
+        return None
+
+    def _try(self, target: Target, remaining: float) -> bool:
+        began = time.monotonic()
+        try:
+            _attempt(self.session, target, max(remaining, 0.0), self.settings.connect_timeout,
+                     self.want_writer)
+        except TargetIsReadOnly:
+            self.registry.record_role(target, "replica")
+            self.attempts.append(
+                Attempt(target.label, Category.READ_ONLY.value, "server is read-only")
+            )
+            self.failed.append((target, Category.READ_ONLY))
+            return False
+        except (DatabaseError, OSError, _driver_error(self.db)) as exc:
+            category = classify(exc, connecting=True)
+            if not category.target_failed:
+                # A wrong password or database name is a configuration
+                # error, not an outage: say so now instead of failing over.
+                raise
+            self.registry.record_failure(target, exc, category)
+            self.attempts.append(Attempt(target.label, category.value, mask(str(exc), self.secrets)))
+            self.failed.append((target, category))
+            return False
+        self.registry.record_success(target, time.monotonic() - began)
+        return True
+
+    def _connected(self, target: Target) -> None:
+        db = self.db
+        if target.alias != db.alias:
+            logger.warning(
+                "Replica alias %r has no usable target: reading from its primary %r (%s)",
+                db.alias, target.alias, target.label,
+            )
+            signals.primary_fallback.send(
+                sender=type(db), alias=target.alias, reason=f"replica {db.alias!r} down"
+            )
+        failed, previous = self.failed, self.previous
+        if not failed and previous is not None and previous != target:
+            # The lost connection's target was already marked down, so the
+            # plan went straight to another one: that is a failover too.
+            why = (
+                Category.READ_ONLY
+                if self.session.reconnect_reason == Category.READ_ONLY.value
+                else Category.CONNECTION_LOST
+            )
+            failed.append((previous, why))
+        if failed:
+            _announce_failover(db, failed, target)
+
+    def _between_rounds(self) -> str:
+        """Wait before the next round over the plan; say whether there is one."""
+        retry = self.settings.retry
+        leader_change = self.want_writer and any(c is Category.READ_ONLY for _, c in self.failed)
+        if self.monitor is not None:
+            if leader_change and time.monotonic() + retry.backoff < self.deadline:
+                # No member is writable, but some answered read-only: a leader
+                # change is under way and any of them may be promoted next. They
+                # are up (not down), so asking them again is no probe of a down
+                # target; a write waits for the new leader up to the deadline
+                # instead of failing at once.
+                time.sleep(max(retry.backoff, _MIN_PAUSE))
+                return _AGAIN
             # Rule 10: no request connects to a target marked down. The
             # monitor re-checks them fast while callers wait (demand).
-            down = [*targets, *fallback]
-            monitor.demand(down)
-            if time.monotonic() >= hold_until or not _wait_for_usable(
-                registry, monitor, down, hold_until
+            down = [*self.targets, *self.fallback]
+            self.monitor.demand(down)
+            if time.monotonic() >= self.hold_until or not _wait_for_usable(
+                self.registry, self.monitor, down, self.hold_until
             ):
-                break
-            continue
-        remaining = deadline - time.monotonic()
-        pause = _pause(registry, targets, settings.retry.backoff)
+                return _STOP
+            return _AGAIN
+        remaining = self.deadline - time.monotonic()
+        pause = _pause(self.registry, self.targets, retry.backoff)
         if leader_change:
             # No member is writable, but some answered read-only: a leader
             # change is under way and any of them may be promoted next, so
             # they are asked again after RETRY.BACKOFF, not when the dead
             # one's back-off ends.
-            pause = max(min(pause, settings.retry.backoff) if pause is not None
-                        else settings.retry.backoff, _MIN_PAUSE)
+            pause = max(min(pause, retry.backoff) if pause is not None else retry.backoff,
+                        _MIN_PAUSE)
         if remaining <= 0 or pause is None or pause >= remaining:
-            if tried_once:
-                break
             # This caller waited the whole deadline without one attempt: every
             # target was marked down, or another caller held its probe. The
             # mark may be stale (sessions killed during a handshake, a shared
             # registry's view); one attempt costs at most a connect timeout
             # and turns a guess into a fact.
-            last_resort = True
-            continue
+            return _STOP if self.tried_once else _LAST_RESORT
         time.sleep(pause)
-    if not attempts:
-        attempts = [_remembered(registry, t) for t in targets]
-    error = AllTargetsDown(db.alias, attempts)
-    logger.error("%s", error)
-    raise error
+        return _AGAIN
 
 
 def _attempt(
-    db: ResilientMixin, target: Target, remaining: float, connect_timeout: float, want_writer: bool
+    session: Session, target: Target, remaining: float, connect_timeout: float, want_writer: bool
 ) -> None:
-    db._rdb_target = target
+    db = session.db
+    session.target = target
     # Never wait past the deadline, but give a last attempt a fair chance.
-    db._rdb_attempt_timeout = max(min(connect_timeout, remaining), 0.5)
-    db._rdb_connecting = True
+    session.attempt_timeout = max(min(connect_timeout, remaining), 0.5)
+    session.connecting = True
     try:
-        db._rdb_vendor_connect()
+        session.vendor_connect()
         # A Galera node outside the Primary component or not Synced takes the
         # connection but refuses reads and writes alike (ERROR 1047).
         problem = node_not_ready(db.vendor, db.connection)
@@ -219,28 +240,13 @@ def _attempt(
     except BaseException:
         # django-proxysql leaked a half-initialised handle here: a connection
         # opened by get_new_connection whose init_connection_state failed.
-        discard_connection(db)
+        session.discard()
         raise
     finally:
-        db._rdb_connecting = False
-    db._rdb_poller = liveness.make_poller(db.connection)
-    db._rdb_want_writer = False
-    db._rdb_discard = False
-
-
-def discard_connection(db: ResilientMixin) -> None:
-    """Close ``db``'s driver connection without raising and forget it (outside a transaction)."""
-    conn = db.connection
-    db._rdb_poller = None
-    db._rdb_discard = False
-    db._rdb_stall_timeout = None
-    if conn is None:
-        return
-    # Closing a dead connection may fail in any way; it is gone anyway.
-    with contextlib.suppress(Exception):
-        db.close()
-    if not db.in_atomic_block:
-        db.connection = None
+        session.connecting = False
+    session.poller = liveness.make_poller(db.connection)
+    session.want_writer = False
+    session.must_replace = False
 
 
 def _monitor_of(alias: str) -> Any:
@@ -271,7 +277,7 @@ def _wait_for_usable(
         time.sleep(min(0.01, until - now))
 
 
-def _driver_error(db: ResilientMixin) -> type[Exception]:
+def _driver_error(db: BaseDatabaseWrapper) -> type[Exception]:
     error: type[Exception] = db.Database.Error  # type: ignore[attr-defined]
     return error
 
@@ -318,7 +324,7 @@ def _remembered(registry: Any, target: Target) -> Attempt:
 
 
 def _announce_failover(
-    db: ResilientMixin, failed: Sequence[tuple[Target, Category]], target: Target
+    db: BaseDatabaseWrapper, failed: Sequence[tuple[Target, Category]], target: Target
 ) -> None:
     source, category = failed[0]
     if source == target:

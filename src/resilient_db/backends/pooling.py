@@ -92,7 +92,7 @@ _SLICE = 0.05
 
 def pool_key(db: Any) -> str:
     """Return the key of the pool serving ``db``'s current target in Django's pool dict."""
-    target = db._rdb_target
+    target = db.resilience.target
     if target is None or (target.alias == db.alias and not target.overrides):
         # The alias's own server keeps Django's key, so code that looks a
         # pool up by alias (Django's own tests do) still finds it.
@@ -123,16 +123,16 @@ def pool_of(db: Any) -> Any:
             "Error loading psycopg_pool module.\nDid you install psycopg[pool]?"
         ) from err
     pool_options = {} if options is True else dict(options)
-    target = db._rdb_target
+    target = db.resilience.target
     if target is None:
         # Asked before any connect (Django's _close() asks "if self.pool"):
         # the key is the alias's, so this is the pool of its own server.
-        from resilient_db.backends.failover import targets_of
+        from resilient_db.backends.alias_targets import targets_of
 
         target = targets_of(db)[0]
     label = target.label
     pool_options.setdefault("name", f"{db.alias}@{label}")
-    # get_connection_params() reads db._rdb_target: the pool connects to the
+    # get_connection_params() reads the session's target: the pool connects to the
     # target being tried, with its per-attempt connect timeout.
     kwargs = db.get_connection_params()
     kwargs["autocommit"] = True  # as Django does; it sets autocommit itself later
@@ -147,9 +147,9 @@ def pool_of(db: Any) -> Any:
         kwargs=kwargs, open=False, configure=db._configure_connection, **pool_options
     )
     pool._rdb_errors = errors
-    pool._rdb_owner = db.alias
-    pool._rdb_alias = target.alias
-    pool._rdb_label = label
+    pool.rdb_owner = db.alias
+    pool.rdb_alias = target.alias
+    pool.rdb_label = label
     _watch_target_down()
     # setdefault: two threads may build a pool at once; the first one wins and
     # the other, never opened, holds nothing.
@@ -160,7 +160,7 @@ def close_pools_of(db: Any) -> None:
     """Close every pool ``db``'s alias has built (its own server's and its peers')."""
     pools: dict[str, Any] = db._connection_pools
     for key, pool in list(pools.items()):
-        if getattr(pool, "_rdb_owner", None) == db.alias or key == db.alias:
+        if getattr(pool, "rdb_owner", None) == db.alias or key == db.alias:
             pool.close()
             pools.pop(key, None)
 
@@ -172,11 +172,11 @@ def retire_pools(alias: str, label: str) -> int:
     pools: dict[str, Any] = DatabaseWrapper._connection_pools  # type: ignore[attr-defined]
     retired = 0
     for key, pool in list(pools.items()):
-        if getattr(pool, "_rdb_alias", None) != alias or getattr(pool, "_rdb_label", None) != label:
+        if getattr(pool, "rdb_alias", None) != alias or getattr(pool, "rdb_label", None) != label:
             continue
         if pools.get(key) is pool:
             pools.pop(key, None)
-        pool._rdb_retired = True
+        pool.rdb_retired = True
         retired += 1
         logger.info("Retired the pool %r: its server is down", pool.name)
         # close() joins the pool's worker threads, which may be waiting on a
@@ -225,22 +225,47 @@ def _counting(base: type[Any] | None, errors: ConnectErrors) -> type[Any]:
 
 
 @functools.cache
-def _target_pool_class() -> type[Any]:
-    # Built on first use: psycopg_pool is optional and importing this module
-    # must not need it.
+def _unreachable_class() -> type[Exception]:
+    # Built on first use, as the pool class: psycopg is optional.
     import psycopg
-    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
     class TargetUnreachable(psycopg.OperationalError):
         """The pool of one target could not open a connection to it."""
 
+    return TargetUnreachable
+
+
+def _raise_connect_errors(pool: Any) -> None:
+    """Raise TargetUnreachable when ``pool`` failed to connect since its last checkout."""
+    failed = pool._rdb_errors.count - pool._rdb_errors_seen
+    if failed > 0:
+        # Chained to the driver's own error, so the classifier
+        # tells a refused server from a wrong password.
+        last = pool._rdb_errors.last
+        raise _unreachable_class()(
+            f"the connection pool of {pool.rdb_label} failed to open a "
+            f"connection ({failed} failed attempt(s)): {last}"
+        ) from last
+
+
+@functools.cache
+def _target_pool_class() -> type[Any]:
+    # Built on first use: psycopg_pool is optional and importing this module
+    # must not need it.
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+    TargetUnreachable = _unreachable_class()
+
     class TargetPool(ConnectionPool):
         """A pool serving one target, whose checkout fails fast when the target refuses."""
 
-        _rdb_owner: str = ""
-        _rdb_alias: str = ""
-        _rdb_label: str = ""
-        _rdb_retired: bool = False
+        # Which alias built the pool and which target it serves (public, for
+        # code that looks at Django's pool dict; prefixed to stay clear of
+        # psycopg_pool's own names).
+        rdb_owner: str = ""
+        rdb_alias: str = ""
+        rdb_label: str = ""
+        rdb_retired: bool = False
         _rdb_errors: ConnectErrors = ConnectErrors()
         # Connect errors already accounted for by a later successful checkout.
         _rdb_errors_seen: int = 0
@@ -263,22 +288,14 @@ def _target_pool_class() -> type[Any]:
                 try:
                     conn = super().getconn(max(min(_SLICE, left), 0.001))
                 except PoolTimeout:
-                    failed = self._rdb_errors.count - self._rdb_errors_seen
-                    if failed > 0:
-                        # Chained to the driver's own error, so the classifier
-                        # tells a refused server from a wrong password.
-                        last = self._rdb_errors.last
-                        raise TargetUnreachable(
-                            f"the connection pool of {self._rdb_label} failed to open a "
-                            f"connection ({failed} failed attempt(s)): {last}"
-                        ) from last
+                    _raise_connect_errors(self)
                     if time.monotonic() - start >= total:
                         raise PoolTimeout(f"couldn't get a connection after {total:.2f} sec") from None
                     continue
                 except PoolClosed:
-                    if self._rdb_retired:
+                    if self.rdb_retired:
                         raise TargetUnreachable(
-                            f"the connection pool of {self._rdb_label} was retired: its server "
+                            f"the connection pool of {self.rdb_label} was retired: its server "
                             "is down"
                         ) from None
                     raise

@@ -25,10 +25,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from resilient_db.backends.base import ResilientMixin
+from typing import Protocol
 
 __all__ = ["StatementStalled", "Watchdog", "Watching", "running_watchdog", "watchdog"]
 
@@ -196,23 +193,31 @@ def _after_fork() -> None:
     _lock = threading.Lock()
 
 
+class Watched(Protocol):
+    """What the watch reads of a connection's session (backends/session.py)."""
+
+    stall_timeout: float | None
+    stall_fd: int
+
+
 class Watching:
-    """Context manager: watch one round trip of ``db`` (COMMIT, a ping) when STALL_TIMEOUT is set."""
+    """Context manager: watch one round trip (COMMIT, a ping) when STALL_TIMEOUT is set."""
 
-    __slots__ = ("_db", "_dog", "_token", "stalled")
+    __slots__ = ("_dog", "_session", "_token", "stalled")
 
-    def __init__(self, db: ResilientMixin) -> None:
-        self._db = db
+    def __init__(self, session: Watched) -> None:
+        # Read on entry: a reconnect between here and there changes the socket.
+        self._session = session
         self._dog: Watchdog | None = None
         self._token = 0
         self.stalled: float | None = None
 
     def __enter__(self) -> Watching:
-        db = self._db
-        timeout = db._rdb_stall_timeout
+        session = self._session
+        timeout = session.stall_timeout
         if timeout is not None:
             self._dog = watchdog()
-            self._token = self._dog.register(db._rdb_stall_fd, timeout)
+            self._token = self._dog.register(session.stall_fd, timeout)
         return self
 
     def __exit__(

@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 from resilient_db import signals
-from resilient_db.backends.retry import backoff
+from resilient_db.backends.reads import backoff
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import AllTargetsDown, ConnectionLost, OutcomeUnknown
 

@@ -44,14 +44,14 @@ def _check(conn: BaseDatabaseWrapper, *, before: bool) -> None:
         # Nothing open, or the caller is inside a transaction it owns.
         return
     from resilient_db.backends.base import ResilientMixin
-    from resilient_db.backends.failover import discard_connection
 
-    if before and isinstance(conn, ResilientMixin) and conn.autocommit:
+    session = conn.resilience if isinstance(conn, ResilientMixin) else None
+    if before and session is not None and conn.autocommit:
         # The socket check is free; a ping only when it says something.
         import time
 
-        if conn._rdb_discard or conn._rdb_suspect(time.monotonic()):
-            conn._rdb_replace_if_dead()
+        if session.must_replace or session.suspect(time.monotonic()):
+            session.replace_if_dead()
             if conn.connection is None:
                 return
     # Django's own rules: autocommit left off, errors since the last
@@ -59,8 +59,8 @@ def _check(conn: BaseDatabaseWrapper, *, before: bool) -> None:
     try:
         conn.close_if_unusable_or_obsolete()
     except Exception:  # noqa: BLE001 - a check that fails means the connection is unusable
-        if isinstance(conn, ResilientMixin):
-            discard_connection(conn)
+        if session is not None:
+            session.discard()
         else:
             conn.connection = None
 

@@ -3,13 +3,15 @@
 The tables are the seed from the cross-system cheat sheet: PostgreSQL SQLSTATE
 codes and classes, MySQL/MariaDB error numbers, and message fragments for the
 client-side errors that carry no code. ``RESILIENT_DB["ERROR_CODES"]`` adds to
-them at run time (see :mod:`resilient_db.health.errors`).
+them at run time (see :mod:`resilient_db.health.errors`). At the end, the
+refusals that prove a statement never ran, so it may run once more elsewhere.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 
 class Category(str, enum.Enum):
@@ -199,3 +201,45 @@ MESSAGES: tuple[tuple[Category, tuple[str, ...]], ...] = (
         ),
     ),
 )
+
+
+# ----- statements the server refused before running them ---------------------
+#
+# Rule 13 and the Galera rule rest on these: a statement refused this way
+# provably did not run, so running it once more elsewhere writes nothing twice.
+
+# PostgreSQL read_only_sql_transaction; MySQL/MariaDB "cannot execute in a READ
+# ONLY transaction" (1792), and --read-only / super-read-only (1290, 1836) when
+# the server itself is read-only: each says the statement writes.
+REFUSED_WRITE_SQLSTATES = frozenset({"25006"})
+REFUSED_WRITE_ERRNOS = frozenset({1792, 1290, 1836})
+
+
+def refused_write(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is a write refused by a read-only server or transaction."""
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code in REFUSED_WRITE_SQLSTATES:
+            return True
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], int) and args[0] in REFUSED_WRITE_ERRNOS:
+            return True
+    return False
+
+
+def not_run(exc: BaseException) -> bool:
+    """Tell whether a Galera node refused ``exc``'s statement: it ran nowhere (1047, 1180)."""
+    for error in (exc, exc.__cause__):
+        args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
+        if len(args) < 2 or not isinstance(args[1], str):
+            continue
+        text = args[1].lower()
+        # A node outside the Primary component, or not ready: refused before running.
+        if args[0] == 1047 and "wsrep" in text:
+            return True
+        # A commit the node could not replicate: rolled back, committed nowhere.
+        if args[0] == 1180 and "not connected to primary component" in text:
+            return True
+    return False

@@ -25,26 +25,42 @@ import os
 import socket
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from resilient_db.backends.base import ResilientMixin
     from resilient_db.health.targets import Target
 
-__all__ = ["busy_targets", "cut_target", "track", "tracking"]
+__all__ = ["Tracked", "busy_targets", "cut_target", "track", "tracking"]
 
 logger = logging.getLogger("resilient_db.health")
 
-_tracked: weakref.WeakSet[ResilientMixin] = weakref.WeakSet()
+
+class Tracked(Protocol):
+    """What the heartbeat reads of a connection (the backend's session, backends/session.py).
+
+    The backend hands its sessions to :func:`track`: the heartbeat never
+    imports the backend, so health keeps below it in the picture.
+    """
+
+    busy_since: float
+    target: Target | None
+    socket_fd: int
+
+    @property
+    def busy_lock(self) -> AbstractContextManager[Any]: ...
+
+
+_tracked: weakref.WeakSet[Tracked] = weakref.WeakSet()
 _tracked_lock = threading.Lock()
 
 
-def track(db: ResilientMixin) -> None:
-    """Let the heartbeat see ``db``'s statements (a connection of a monitored alias)."""
-    if db in _tracked:
+def track(session: Tracked) -> None:
+    """Let the heartbeat see the statements of a connection of a monitored alias."""
+    if session in _tracked:
         return
     with _tracked_lock:
-        _tracked.add(db)
+        _tracked.add(session)
 
 
 def tracking() -> bool:
@@ -52,7 +68,7 @@ def tracking() -> bool:
     return bool(_tracked)
 
 
-def _snapshot() -> list[ResilientMixin]:
+def _snapshot() -> list[Tracked]:
     with _tracked_lock:
         return list(_tracked)
 
@@ -60,9 +76,9 @@ def _snapshot() -> list[ResilientMixin]:
 def busy_targets(now: float, after: float) -> dict[str, Target]:
     """Return the targets with a statement running for ``after`` seconds or more."""
     out: dict[str, Target] = {}
-    for db in _snapshot():
-        started = db._rdb_busy_since
-        target = db._rdb_target
+    for session in _snapshot():
+        started = session.busy_since
+        target = session.target
         if started and target is not None and now - started >= after:
             out[target.key] = target
     return out
@@ -71,15 +87,15 @@ def busy_targets(now: float, after: float) -> dict[str, Target]:
 def cut_target(key: str) -> int:
     """Shut the socket of every statement in flight on a connection to target ``key``."""
     cut = 0
-    for db in _snapshot():
-        target = db._rdb_target
+    for session in _snapshot():
+        target = session.target
         if target is None or target.key != key:
             continue
         # Under the connection's lock its statement cannot end and its socket
         # be closed (and the descriptor reused) while it is being shut.
-        with db._rdb_busy_lock:
-            fd = db._rdb_socket_fd
-            if not db._rdb_busy_since or fd < 0:
+        with session.busy_lock:
+            fd = session.socket_fd
+            if not session.busy_since or fd < 0:
                 continue
             try:
                 sock = socket.socket(fileno=os.dup(fd))

@@ -89,9 +89,10 @@ def connect_clocks() -> None:
 
 
 def _checks_itself(connection: BaseDatabaseWrapper) -> bool:
-    from resilient_db.backends.base import ResilientMixin
-
-    return isinstance(connection, ResilientMixin)
+    # A resilient backend checks its connection before every use itself; it
+    # carries its session as ``resilience``. Asked by attribute, so the
+    # middleware never imports a backend.
+    return getattr(connection, "resilience", None) is not None
 
 
 def check_idle_connections(now: float | None = None) -> int:
