@@ -49,7 +49,7 @@ def available() -> bool:
 
 def running(name: str) -> bool:
     """Tell whether the bed server ``name`` accepts connections."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     return bed.server(name).running()
 
@@ -61,8 +61,8 @@ def servers() -> tuple[str, ...]:
 
 def ensure_up(names: Iterable[str] | None = None) -> list[str]:
     """Start what is not running (initialising on first use); return the names it started."""
-    from resilient_db.testing import bed
-    from resilient_db.testing.bed_process import RunAs, prepare_dir
+    from resilient_db_testbed import bed
+    from resilient_db_testbed.bed_process import RunAs, prepare_dir
 
     use_example_bed()
     names = servers() if names is None else names
@@ -79,14 +79,14 @@ def ensure_up(names: Iterable[str] | None = None) -> list[str]:
 
 def stop(name: str) -> None:
     """Stop the server ``name`` (waking it first if frozen)."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     bed.stop_server(name)
 
 
 def start(name: str) -> None:
     """Start the server ``name`` from its data and wait until it answers."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     bed.start_server(name)
 
@@ -100,7 +100,7 @@ def stop_all(names: Iterable[str]) -> None:
 
 
 def _pid(name: str) -> int:
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     pid = bed.server_pid(name)
     if pid is None:
@@ -133,7 +133,7 @@ def thaw(pid: int) -> None:
 def _admin(port_attr: str) -> object:
     import psycopg
 
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     cfg = bed.config()
     return psycopg.connect(
@@ -184,14 +184,14 @@ def replica_lag() -> float | None:
 
 def kill_sessions() -> int:
     """Terminate every session of the site's database users (PostgreSQL's two servers, MariaDB)."""
-    from resilient_db.testing import bed
-    from resilient_db.testing.faults_pg import PgTerminator
+    from resilient_db_testbed import bed
+    from resilient_db_testbed.faults_pg import PgTerminator
 
     cfg = bed.config()
     terminate = PgTerminator(cfg)
     n = sum(terminate(user=cfg.pg_user, server=name) for name in ("pg_primary", "pg_replica"))
     if maria_available():
-        from resilient_db.testing.faults_maria import MariaKiller
+        from resilient_db_testbed.faults_maria import MariaKiller
 
         n += MariaKiller(cfg)(user=cfg.maria_user)
     return n
@@ -202,7 +202,7 @@ _paused: dict[str, object] = {}
 
 def drain(name: str) -> None:
     """``PAUSE`` the PgBouncer ``name``: new queries wait, as during a pooler's drain."""
-    from resilient_db.testing.faults_pg import BouncerAdmin
+    from resilient_db_testbed.faults_pg import BouncerAdmin
 
     console = BouncerAdmin(name)
     # In session pooling PAUSE completes only when every client let go of its
@@ -213,7 +213,7 @@ def drain(name: str) -> None:
 
 def undrain(name: str) -> None:
     """``RESUME`` a PgBouncer paused by :func:`drain`."""
-    from resilient_db.testing.faults_pg import BouncerAdmin
+    from resilient_db_testbed.faults_pg import BouncerAdmin
 
     console = _paused.pop(name, None)
     assert console is None or isinstance(console, BouncerAdmin)

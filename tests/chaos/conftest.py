@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
-from resilient_db.testing.bed_config import BedConfig
-from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
-from resilient_db.testing.faults_lag import ReplicaLag
-from resilient_db.testing.faults_maria import MariaKiller
-from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
+from resilient_db_testbed.bed_config import BedConfig
+from resilient_db_testbed.faults import Freezer, PeerKiller, ServerControl
+from resilient_db_testbed.faults_lag import ReplicaLag
+from resilient_db_testbed.faults_maria import MariaKiller
+from resilient_db_testbed.faults_pg import BouncerAdmin, PgTerminator
 from tests.chaos.controller import Tools
 
 REPORTS: list[tuple[str, str]] = []

@@ -18,11 +18,11 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from resilient_db.testing import bed
-from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
-from resilient_db.testing.faults_lag import ReplicaLag
-from resilient_db.testing.faults_maria import MariaKiller
-from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
+from resilient_db_testbed import bed
+from resilient_db_testbed.faults import Freezer, PeerKiller, ServerControl
+from resilient_db_testbed.faults_lag import ReplicaLag
+from resilient_db_testbed.faults_maria import MariaKiller
+from resilient_db_testbed.faults_pg import BouncerAdmin, PgTerminator
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from resilient_db.testing import bed
+from resilient_db_testbed import bed
 from tests.chaos import sockets
 from tests.chaos.accounting import Report, Snapshot, judge
 from tests.chaos.controller import Controller, Fault, Window

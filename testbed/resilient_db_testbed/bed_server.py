@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import (
     RunAs,
     log_tail,
     port_open,

@@ -10,8 +10,8 @@ import shutil
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import (
     RunAs,
     prepare_dir,
     run,
@@ -19,7 +19,7 @@ from resilient_db.testing.bed_process import (
     spawn_daemon,
     which,
 )
-from resilient_db.testing.bed_server import Server
+from resilient_db_testbed.bed_server import Server
 
 __all__ = ["PgBouncerA", "PgBouncerB", "PgPrimary", "PgReplica", "pg_bindir", "pgbouncer_binary"]
 
@@ -55,7 +55,7 @@ def pgbouncer_binary() -> Path | None:
 def _bin(name: str) -> str:
     bindir = pg_bindir()
     if bindir is None:
-        raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db.testing.bed install")
+        raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db_testbed.bed install")
     return str(bindir / name)
 
 
@@ -358,7 +358,7 @@ class PgBouncer(Server):
         """Start PgBouncer detached."""
         binary = pgbouncer_binary()
         if binary is None:
-            raise BedError("pgbouncer not found; run: python -m resilient_db.testing.bed install")
+            raise BedError("pgbouncer not found; run: python -m resilient_db_testbed.bed install")
         spawn_daemon(
             [str(binary), str(self.dir / "pgbouncer.ini")],
             owner=self.owner,

@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_pg import pg_bindir
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_pg import pg_bindir
+from resilient_db_testbed.bed_process import (
     RunAs,
     log_tail,
     port_open,
@@ -35,8 +35,8 @@ from resilient_db.testing.bed_process import (
     wait_until,
     which,
 )
-from resilient_db.testing.ha_config import MEMBERS, PATRONI_TIMINGS, HaConfig
-from resilient_db.testing.ha_process import gone, kill_tree, spawn_with_pidfile
+from resilient_db_testbed.ha_config import MEMBERS, PATRONI_TIMINGS, HaConfig
+from resilient_db_testbed.ha_process import gone, kill_tree, spawn_with_pidfile
 
 __all__ = ["Etcd", "PatroniCluster", "PatroniMember", "ensure_patroni_venv"]
 
@@ -104,7 +104,7 @@ class Etcd:
             return
         binary = which("etcd")
         if binary is None:
-            raise BedError("etcd not found; run: python -m resilient_db.testing.ha install")
+            raise BedError("etcd not found; run: python -m resilient_db_testbed.ha install")
         prepare_dir(self.dir, self.owner, mode=0o700)
         peer = f"http://{self.cfg.host}:{self.cfg.etcd_peer_port}"
         if self.pid() is None:
@@ -183,7 +183,7 @@ class PatroniMember:
         bed = c.bed
         bindir = pg_bindir()
         if bindir is None:
-            raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db.testing.bed install")
+            raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db_testbed.bed install")
         conf: dict[str, Any] = {
             "scope": c.scope,
             "namespace": "/rdb-bed/",

@@ -9,9 +9,9 @@ import shutil
 import sys
 from pathlib import Path
 
-import resilient_db
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import (
+import resilient_db_testbed
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import (
     RunAs,
     prepare_dir,
     run,
@@ -20,7 +20,7 @@ from resilient_db.testing.bed_process import (
     wait_until,
     which,
 )
-from resilient_db.testing.bed_server import Server
+from resilient_db_testbed.bed_server import Server
 
 __all__ = ["MariaPeerA", "MariaPeerB", "MariaPrimary", "MariaReplica", "mariadb_binaries"]
 
@@ -39,7 +39,7 @@ def mariadb_binaries() -> dict[str, Path | None]:
 def _binary(kind: str) -> str:
     found = mariadb_binaries()[kind]
     if found is None:
-        raise BedError("MariaDB programs not found; run: python -m resilient_db.testing.bed install")
+        raise BedError("MariaDB programs not found; run: python -m resilient_db_testbed.bed install")
     return str(found)
 
 
@@ -321,13 +321,13 @@ class _MariaPeer(Server):
         prepare_dir(self.dir, self.owner)
 
     def launch(self) -> None:
-        """Start ``python -m resilient_db.testing.proxy`` detached."""
-        package_root = Path(resilient_db.__file__).resolve().parent.parent
+        """Start ``python -m resilient_db_testbed.proxy`` detached."""
+        package_root = Path(resilient_db_testbed.__file__).resolve().parent.parent
         path = os.pathsep.join(p for p in (str(package_root), os.environ.get("PYTHONPATH")) if p)
         c = self.cfg
         spawn_daemon(
             [
-                sys.executable, "-m", "resilient_db.testing.proxy",
+                sys.executable, "-m", "resilient_db_testbed.proxy",
                 "--listen", f"{c.host}:{self.port}",
                 "--target", f"{c.host}:{c.maria_primary_port}",
                 "--pidfile", str(self.pidfile),

@@ -13,9 +13,9 @@ import shutil
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_mariadb import mariadb_binaries
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_mariadb import mariadb_binaries
+from resilient_db_testbed.bed_process import (
     RunAs,
     log_tail,
     port_open,
@@ -27,8 +27,8 @@ from resilient_db.testing.bed_process import (
     stop_pid,
     wait_until,
 )
-from resilient_db.testing.ha_config import NODES, HaConfig
-from resilient_db.testing.ha_process import gone, kill_tree
+from resilient_db_testbed.ha_config import NODES, HaConfig
+from resilient_db_testbed.ha_process import gone, kill_tree
 
 __all__ = ["GALERA_PROVIDER", "GaleraCluster", "GaleraNode", "galera_provider"]
 
@@ -47,7 +47,7 @@ def galera_provider() -> Path | None:
 def _binary(kind: str) -> str:
     found = mariadb_binaries()[kind]
     if found is None:
-        raise BedError("MariaDB programs not found; run: python -m resilient_db.testing.bed install")
+        raise BedError("MariaDB programs not found; run: python -m resilient_db_testbed.bed install")
     return str(found)
 
 
@@ -247,7 +247,7 @@ class GaleraCluster:
     def up(self) -> None:
         """Bootstrap the cluster unless some node runs; join the missing nodes."""
         if galera_provider() is None:
-            raise BedError("the Galera provider is missing; run: python -m resilient_db.testing.ha install")
+            raise BedError("the Galera provider is missing; run: python -m resilient_db_testbed.ha install")
         prepare_dir(self.cfg.root, RunAs())
         running = [n for n in self.nodes.values() if n.pid() is not None]
         if not running:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedError
+from resilient_db_testbed.bed_config import BedError
 
 __all__ = [
     "RunAs",

@@ -1,6 +1,6 @@
 """Start, stop and inspect the bed's high-availability clusters (opt-in).
 
-``python -m resilient_db.testing.ha up|down|status|install`` (``up --only
+``python -m resilient_db_testbed.ha up|down|status|install`` (``up --only
 patroni|galera`` brings one cluster). The ordinary bed (``...testing.bed up``)
 never starts them, so the default test run does not pay for them.
 """
@@ -15,11 +15,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_process import which
-from resilient_db.testing.ha_config import MEMBERS, NODES, ha_config
-from resilient_db.testing.ha_galera import GaleraCluster, galera_provider
-from resilient_db.testing.ha_patroni import PatroniCluster, ensure_patroni_venv
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_process import which
+from resilient_db_testbed.ha_config import MEMBERS, NODES, ha_config
+from resilient_db_testbed.ha_galera import GaleraCluster, galera_provider
+from resilient_db_testbed.ha_patroni import PatroniCluster, ensure_patroni_venv
 
 __all__ = ["down", "install", "main", "missing_packages", "status", "up"]
 
@@ -95,7 +95,7 @@ def up(only: Sequence[str] = CLUSTERS) -> None:
     if missing:
         raise BedError(
             "missing programs for the HA clusters: " + ", ".join(missing)
-            + "\nrun: python -m resilient_db.testing.ha install"
+            + "\nrun: python -m resilient_db_testbed.ha install"
         )
     cfg = ha_config()
     if "patroni" in only:
@@ -140,7 +140,7 @@ def status() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line."""
-    parser = argparse.ArgumentParser(prog="python -m resilient_db.testing.ha")
+    parser = argparse.ArgumentParser(prog="python -m resilient_db_testbed.ha")
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start the Patroni and Galera clusters")
     up_parser.add_argument("--only", choices=CLUSTERS, action="append", help="one cluster only")
