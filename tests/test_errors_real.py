@@ -404,7 +404,10 @@ def pg_lost_commit_here(port: int, cut: Callable[[], None]) -> dict[str, str]:
 def pg_lost_commit_in_child(driver: str) -> dict[str, str]:
     """Run the lost COMMIT in a child process whose Django backend uses ``driver``."""
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), str(root / "testbed")]),
+    }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run(
         [sys.executable, "-m", "tests.test_errors_real", "lost-commit", driver],
