@@ -11,9 +11,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
-import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -21,7 +19,7 @@ from resilient_db_testbed.bed_config import SERVER_NAMES, BedConfig, BedError, c
 from resilient_db_testbed.bed_install import install, missing_packages
 from resilient_db_testbed.bed_mariadb import MariaPeerA, MariaPeerB, MariaPrimary, MariaReplica
 from resilient_db_testbed.bed_pg import PgBouncerA, PgBouncerB, PgPrimary, PgReplica
-from resilient_db_testbed.bed_process import RunAs, prepare_dir
+from resilient_db_testbed.bed_process import RunAs, command_line, prepare_dir
 from resilient_db_testbed.bed_redis import Redis
 from resilient_db_testbed.bed_server import Server
 
@@ -224,32 +222,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("status", help="one line per server; exit 1 unless all run")
     sub.add_parser("install", help="install missing programs (apt-get, as root)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            started = time.monotonic()
-            up()
-            print(f"test bed up in {time.monotonic() - started:.1f} s ({config().root})")
-        elif args.command == "down":
-            down(keep=args.keep)
-            print("test bed down" + (" (data kept)" if args.keep else ""))
-        elif args.command == "install":
-            return install()
-        if args.command in {"up", "status"}:
-            lines = status()
-            for line in lines:
-                print(line)
-            return 0 if all(line.running for line in lines) else 1
-    except BedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    if args.command == "install":
+        return install()
+    if args.command == "down":
+        down(keep=args.keep)
+        print("test bed down" + (" (data kept)" if args.keep else ""))
+        return 0
+    if args.command == "up":
+        started = time.monotonic()
+        up()
+        print(f"test bed up in {time.monotonic() - started:.1f} s ({config().root})")
+    lines = status()
+    for line in lines:
+        print(line)
+    return 0 if all(line.running for line in lines) else 1
 
 
 if __name__ == "__main__":
-    os.umask(0o022)
-    try:
-        sys.exit(main())
-    except BrokenPipeError:
-        # Output piped into head(1) and the like: not an error of the bed.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    command_line(main)
