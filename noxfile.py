@@ -56,6 +56,8 @@ TEST_DEPS = [
     "prometheus-client>=0.17",
     "django-health-check>=4",
     "celery>=5.3",
+    # tests/test_packaging.py builds the wheel (with uv when on PATH, else with this).
+    "build>=1.2",
 ]
 TEST_ENV = {"PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error::DeprecationWarning,error::ResourceWarning"}
 # The test bed and fault injection: a development-only package of the repository,
