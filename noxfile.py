@@ -56,18 +56,27 @@ TEST_DEPS = [
     "prometheus-client>=0.17",
     "django-health-check>=4",
     "celery>=5.3",
+    # tests/test_packaging.py builds the wheel (with uv when on PATH, else with this).
+    "build>=1.2",
 ]
 TEST_ENV = {"PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error::DeprecationWarning,error::ResourceWarning"}
+# The test bed and fault injection: a development-only package of the repository,
+# outside src/ so the wheel never ships it. Sessions that start servers install it.
+TESTBED = str(HERE / "testbed")
 
 
 def _install_system_packages(session: nox.Session) -> None:
-    """Install the servers and client libraries the bed and mysqlclient need."""
+    """Install the servers and client libraries the bed and mysqlclient need.
+
+    Runs before anything is installed: the bed's package needs only the standard
+    library, so it is imported from the checkout.
+    """
     session.run(
         sys.executable,
         "-m",
-        "resilient_db.testing.bed",
+        "resilient_db_testbed.bed",
         "install",
-        env={"PYTHONPATH": str(HERE / "src")},
+        env={"PYTHONPATH": TESTBED},
         external=True,
     )
 
@@ -78,7 +87,7 @@ def _run_tests(session: nox.Session, django: str, driver: str) -> None:
     _install_system_packages(session)
     # A wheel, not an editable install: a file missing from the package
     # (py.typed, a sub-package) then fails here rather than for a user.
-    session.install(".", DJANGO_SPEC[django], *DRIVERS[driver], *TEST_DEPS)
+    session.install(".", TESTBED, DJANGO_SPEC[django], *DRIVERS[driver], *TEST_DEPS)
     session.run("python", "-m", "django", "--version")
     session.run(
         "python", "-c",
@@ -100,7 +109,7 @@ def tests(session: nox.Session, django: str, driver: str) -> None:
 def example(session: nox.Session) -> None:
     """Run the example project's smoke tests."""
     _install_system_packages(session)
-    session.install(".[psycopg,mysqlclient,environ]", *TEST_DEPS)
+    session.install(".[psycopg,mysqlclient,environ]", TESTBED, *TEST_DEPS)
     session.run("pytest", "-c", "example_project/pytest.ini", "example_project", env=TEST_ENV)
 
 
@@ -148,7 +157,9 @@ def package(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Run ruff."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "src", "tests", "example_project", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff", "check", "src", "testbed", "tests", "example_project", "benchmarks", "noxfile.py",
+    )
 
 
 @nox.session(python="3.11")
@@ -177,7 +188,7 @@ def docs(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Run the main job: the example project (migrate, dbhealth), then the live failure demo."""
     _install_system_packages(session)
-    session.install(".[psycopg,mysqlclient,environ,redis]", "gunicorn>=22")
+    session.install(".[psycopg,mysqlclient,environ,redis]", TESTBED, "gunicorn>=22")
     session.run("python", "example_project/run.py", "demo", *session.posargs)
 
 
@@ -185,7 +196,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (real servers; not part of the test suite)."""
     _install_system_packages(session)
-    session.install(".[psycopg,mysqlclient,redis]", "psycopg2-binary", *TEST_DEPS)
+    session.install(".[psycopg,mysqlclient,redis]", TESTBED, "psycopg2-binary", *TEST_DEPS)
     # run_all.py runs every bench_*.py and writes docs/benchmarks.md.
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
@@ -194,7 +205,7 @@ def bench(session: nox.Session) -> None:
 def chaos(session: nox.Session) -> None:
     """Run the long chaos soak: several processes sharing the Redis-backed registry."""
     _install_system_packages(session)
-    session.install(".", "django>=5.2,<5.3", "psycopg[binary]", *TEST_DEPS)
+    session.install(".", TESTBED, "django>=5.2,<5.3", "psycopg[binary]", *TEST_DEPS)
     env = {
         **TEST_ENV,
         "RESILIENT_DB_CHAOS_SECONDS": os.environ.get("RESILIENT_DB_CHAOS_SECONDS", "600"),
@@ -213,16 +224,16 @@ def ha(session: nox.Session, driver: str) -> None:
     """
     _install_system_packages(session)
     session.run(
-        sys.executable, "-m", "resilient_db.testing.ha", "install",
-        env={"PYTHONPATH": str(HERE / "src")}, external=True,
+        sys.executable, "-m", "resilient_db_testbed.ha", "install",
+        env={"PYTHONPATH": TESTBED}, external=True,
     )
-    session.install(".", "django>=5.2,<5.3", *DRIVERS[driver], *TEST_DEPS)
+    session.install(".", TESTBED, "django>=5.2,<5.3", *DRIVERS[driver], *TEST_DEPS)
     env = {**TEST_ENV, "RESILIENT_DB_HA": "1"}
-    session.run("python", "-m", "resilient_db.testing.ha", "up", env=env)
+    session.run("python", "-m", "resilient_db_testbed.ha", "up", env=env)
     try:
         session.run("pytest", "tests/ha", "-m", "ha", *session.posargs, env=env)
     finally:
-        session.run("python", "-m", "resilient_db.testing.ha", "down", env=env)
+        session.run("python", "-m", "resilient_db_testbed.ha", "down", env=env)
 
 
 # Django's own test suite, run with Django's engines and with ours (the gate
@@ -251,7 +262,7 @@ def django_suite(session: nox.Session, django: str, driver: str) -> None:
         session.skip(f"Django {django} does not support Python {session.python}")
     vendor, drivers = SUITE_DRIVERS[driver]
     _install_system_packages(session)
-    session.install(".", DJANGO_SPEC[django], *drivers, *SUITE_DEPS)
+    session.install(".", TESTBED, DJANGO_SPEC[django], *drivers, *SUITE_DEPS)
     session.run("python", "-m", "django", "--version")
     session.run(
         "python", "tests/django_suite/gate.py", "--vendor", vendor,

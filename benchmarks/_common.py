@@ -1,7 +1,7 @@
 """Shared helpers of the benchmarks: settings for the test bed, timing, summaries, output.
 
-Every benchmark runs against the project's test bed (``python -m resilient_db.testing.bed
-up``) and honours the same ``RESILIENT_DB_BED_*`` variables as the test suite. Timings
+Every benchmark runs against the project's test bed (``PYTHONPATH=testbed python -m
+resilient_db_testbed.bed up``) and honours the same ``RESILIENT_DB_BED_*`` variables as the test suite. Timings
 alternate blocks of each case in one process, so drift (CPU frequency, other load)
 hits every case alike; results are medians with min/max over the blocks.
 """
@@ -22,7 +22,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-for _path in (ROOT / "src", ROOT):
+# testbed/: the repository's development-only test bed package (not in the wheel).
+for _path in (ROOT / "src", ROOT / "testbed", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
@@ -37,7 +38,7 @@ def quick() -> bool:
 
 def bed_alias(vendor: str, port_name: str, *, stock: bool, **extra: Any) -> dict[str, Any]:
     """Return a DATABASES entry for a bed server, resilient or stock Django."""
-    from resilient_db.testing.bed import config
+    from resilient_db_testbed.bed import config
 
     cfg = config()
     package = "django.db.backends" if stock else "resilient_db.backends"

@@ -68,8 +68,8 @@ def main() -> int:
 
 def run() -> int:
     """Measure every failure timing and write results/bench_failures.md."""
-    from resilient_db.testing.bed import config
-    from resilient_db.testing.proxy import ChaosProxy
+    from resilient_db_testbed.bed import config
+    from resilient_db_testbed.proxy import ChaosProxy
 
     cfg = config()
     stack = ExitStack()
@@ -136,7 +136,7 @@ def measure(cfg: Any) -> tuple[list[list[str]], dict[str, Any]]:
     from django.db import close_old_connections, connections
 
     from resilient_db.health.registry import get_registry
-    from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
+    from resilient_db_testbed.faults import Freezer, PeerKiller, ServerControl
 
     reps = 1 if c.quick() else 3
     data: dict[str, Any] = {}
@@ -316,8 +316,8 @@ def _lag(reps: int, data: dict[str, Any], settle: Callable[[], None]) -> list[li
 
     from resilient_db.health.monitor import ensure_monitor
     from resilient_db.routers import get_replica, unit_of_work
-    from resilient_db.testing.faults_lag import ReplicaLag
-    from resilient_db.testing.faults_pg import pg_admin_connect
+    from resilient_db_testbed.faults_lag import ReplicaLag
+    from resilient_db_testbed.faults_pg import pg_admin_connect
 
     max_lag = 1.0
 
@@ -407,7 +407,7 @@ def _write(connections: Any) -> None:
 def _dbhealth(reps: int, data: dict[str, Any], settle: Callable[[], None]) -> list[list[str]]:
     from django.core.management import CommandError, call_command
 
-    from resilient_db.testing.faults import Freezer
+    from resilient_db_testbed.faults import Freezer
 
     def timed() -> float:
         t0 = time.monotonic()

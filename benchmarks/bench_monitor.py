@@ -154,7 +154,7 @@ def worker_loop_restart(server: Any) -> list[str]:
     import psycopg
     from tests.testapp.models import Item
 
-    from resilient_db.testing.bed import config
+    from resilient_db_testbed.bed import config
 
     cfg = config()
     successes: list[float] = []
@@ -363,7 +363,7 @@ def heartbeat_overhead() -> list[str]:
 
 def main() -> int:
     """Run every scenario and write results/bench_monitor.md."""
-    from resilient_db.testing.bed import config
+    from resilient_db_testbed.bed import config
 
     cfg = config()
     peer_b = {"HOST": cfg.host, "PORT": str(cfg.port("pgbouncer_b"))}
@@ -398,7 +398,7 @@ def main() -> int:
     from resilient_db.health import snapshot
     from resilient_db.health.monitor import stop_monitor
     from resilient_db.health.registry import get_registry
-    from resilient_db.testing.faults import Freezer, ServerControl
+    from resilient_db_testbed.faults import Freezer, ServerControl
 
     c.ensure_tables("primary", Item)
     freezer, server = Freezer(), ServerControl()

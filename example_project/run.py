@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository's test bed (development only, not in the wheel) starts the demo's servers.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "testbed"))
 
 from demo.cli import main  # noqa: E402  (the path above makes the project importable)
 

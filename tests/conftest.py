@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.faults_pg import BouncerAdmin, PgTerminator
 
-pytest_plugins = ["resilient_db.testing.fixtures"]
+pytest_plugins = ["resilient_db_testbed.fixtures"]
+
+# The bed's package lives in the repository (testbed/, development only, not in the
+# wheel); pytest's pythonpath reaches this process only, so the children the suite
+# starts (dbhealth, the soak's workers, the bed's command line) get it this way.
+_TESTBED = str(Path(__file__).resolve().parent.parent / "testbed")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTBED, os.environ.get("PYTHONPATH")) if p
+)
 
 
 def free_test_database(bed: BedConfig, name: str) -> None:

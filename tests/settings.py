@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from resilient_db.testing.bed import config
+from resilient_db_testbed.bed import config
 
 BED = config()
 H = BED.host

@@ -18,9 +18,9 @@ import MySQLdb
 import pytest
 import redis
 
-from resilient_db.testing import bed as bed_module
-from resilient_db.testing.bed import BedConfig
-from resilient_db.testing.faults_lag import ReplicaLag
+from resilient_db_testbed import bed as bed_module
+from resilient_db_testbed.bed import BedConfig
+from resilient_db_testbed.faults_lag import ReplicaLag
 
 # The bed is checked through psycopg 3; the psycopg 3 cells run this module.
 psycopg = pytest.importorskip("psycopg")
@@ -112,7 +112,7 @@ def test_up_when_up_is_a_quick_no_op(bed: BedConfig) -> None:
 
 def test_cli_status_exits_zero_with_one_line_per_server(bed: BedConfig) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "resilient_db.testing.bed", "status"],
+        [sys.executable, "-m", "resilient_db_testbed.bed", "status"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -263,7 +263,7 @@ def _private_env(root: Path, shift: int) -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "resilient_db.testing.bed", *args],
+        [sys.executable, "-m", "resilient_db_testbed.bed", *args],
         capture_output=True,
         text=True,
         timeout=180,

@@ -1,4 +1,4 @@
-"""``python -m resilient_db.testing.bed install`` leaves no system service enabled or running.
+"""``python -m resilient_db_testbed.bed install`` leaves no system service enabled or running.
 
 apt-get itself is not run here (the machine has the packages already): the
 runner is replaced by one that plays Debian's maintainer scripts, enabling
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from resilient_db.testing import bed_install
+from resilient_db_testbed import bed_install
 
 
 def done(stdout: str = "", code: int = 0) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from resilient_db.testing.faults_pg import PgTerminator
+from resilient_db_testbed.faults_pg import PgTerminator
 from tests.backends.support import capture_signals, persistent, pg_backend_pid
 from tests.testapp.models import Item
 

@@ -23,7 +23,7 @@ from resilient_db.health.registry import get_registry
 from resilient_db.health.report import build_report
 from resilient_db.health.targets import clear_cache as clear_targets
 from resilient_db.health.targets import targets_for
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = ["--database", "default", "--database", "replica", "--database", "bouncers"]

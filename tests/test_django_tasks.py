@@ -22,7 +22,7 @@ import django
 import pytest
 from django.db import connections
 
-from resilient_db.testing.faults_pg import PgTerminator
+from resilient_db_testbed.faults_pg import PgTerminator
 from tests.backends.support import capture_signals, persistent, pg_backend_pid
 from tests.testapp.models import Item
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "installation.md"

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from resilient_db.health.errors import Category, classify
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 
 pytestmark = pytest.mark.bed
 
@@ -273,9 +273,9 @@ def test_frozen_maria_peer_times_out_as_cannot_connect(
 
 def smart_shutdown(name: str = "pg_primary") -> None:
     """Start a smart shutdown of a PostgreSQL server without waiting (as its owner)."""
-    from resilient_db.testing import bed as bed_module
-    from resilient_db.testing.bed_pg import _bin
-    from resilient_db.testing.bed_process import run
+    from resilient_db_testbed import bed as bed_module
+    from resilient_db_testbed.bed_pg import _bin
+    from resilient_db_testbed.bed_process import run
 
     srv = bed_module.server(name)
     run([_bin("pg_ctl"), "stop", "-D", str(srv.data), "-m", "smart", "-W"],  # type: ignore[attr-defined]
@@ -286,7 +286,7 @@ def smart_shutdown(name: str = "pg_primary") -> None:
 def test_pg_shutting_down_is_server_starting(
     driver: str, bed: BedConfig, server_control: Any, closing: list[Any]
 ) -> None:
-    from resilient_db.testing import bed as bed_module
+    from resilient_db_testbed import bed as bed_module
 
     # A session held open keeps a smart shutdown waiting: meanwhile the postmaster
     # still listens and answers every new connection with FATAL 57P03.
@@ -319,7 +319,7 @@ def test_pg_shutting_down_is_server_starting(
 def test_maria_shutdown_in_progress_is_server_starting(
     bed: BedConfig, server_control: Any, closing: list[Any]
 ) -> None:
-    from resilient_db.testing import bed as bed_module
+    from resilient_db_testbed import bed as bed_module
 
     # ER_SERVER_SHUTDOWN (1053) is what a statement killed by the shutdown should get.
     conn = maria_connect(bed)
@@ -393,7 +393,7 @@ def pg_driver_in_process() -> str:
 
 def pg_lost_commit_here(port: int, cut: Callable[[], None]) -> dict[str, str]:
     """Run :func:`lost_commit` on a PostgreSQL alias reaching the primary through ``port``."""
-    from resilient_db.testing.bed import config
+    from resilient_db_testbed.bed import config
     from tests.backends.support import adhoc_alias
 
     with adhoc_alias("pglost", "default", NAME=config().pg_db, PORT=str(port),
@@ -404,7 +404,10 @@ def pg_lost_commit_here(port: int, cut: Callable[[], None]) -> dict[str, str]:
 def pg_lost_commit_in_child(driver: str) -> dict[str, str]:
     """Run the lost COMMIT in a child process whose Django backend uses ``driver``."""
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), str(root / "testbed")]),
+    }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run(
         [sys.executable, "-m", "tests.test_errors_real", "lost-commit", driver],
@@ -474,8 +477,8 @@ def _child(argv: list[str]) -> int:
     import django
     from django.conf import settings
 
-    from resilient_db.testing.bed import config
-    from resilient_db.testing.proxy import ChaosProxy
+    from resilient_db_testbed.bed import config
+    from resilient_db_testbed.proxy import ChaosProxy
 
     cfg = config()
     with ChaosProxy(cfg.host, cfg.pg_primary_port) as proxy:

@@ -13,13 +13,13 @@ from typing import Any
 import MySQLdb
 import pytest
 
-from resilient_db.testing import bed as bed_module
-from resilient_db.testing.bed import BedConfig
-from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
-from resilient_db.testing.faults_lag import ReplicaLag
-from resilient_db.testing.faults_maria import MariaKiller
-from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
-from resilient_db.testing.proxy import ChaosProxy
+from resilient_db_testbed import bed as bed_module
+from resilient_db_testbed.bed import BedConfig
+from resilient_db_testbed.faults import Freezer, PeerKiller, ServerControl
+from resilient_db_testbed.faults_lag import ReplicaLag
+from resilient_db_testbed.faults_maria import MariaKiller
+from resilient_db_testbed.faults_pg import BouncerAdmin, PgTerminator
+from resilient_db_testbed.proxy import ChaosProxy
 
 # Faults are observed through psycopg 3; the psycopg 3 cells run this module.
 psycopg = pytest.importorskip("psycopg")

@@ -27,7 +27,7 @@ from resilient_db.middleware.health import (
     connect_clocks,
     install_clock,
 )
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 
 # Round trips are counted through a psycopg 3 side connection.
 psycopg = pytest.importorskip("psycopg")

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from resilient_db import signals
 from resilient_db.health.registry import get_registry
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 
 pytestmark = pytest.mark.bed
 

@@ -17,8 +17,8 @@ from resilient_db.health.probes_pg import probe_postgresql
 from resilient_db.health.records import State
 from resilient_db.health.registry import get_registry
 from resilient_db.health.targets import Target, targets_for
-from resilient_db.testing.bed_config import BedConfig
-from resilient_db.testing.faults_maria import maria_admin_connect
+from resilient_db_testbed.bed_config import BedConfig
+from resilient_db_testbed.faults_maria import maria_admin_connect
 
 pytestmark = pytest.mark.bed
 
@@ -71,7 +71,7 @@ def test_probe_records_role_lag_and_latency() -> None:
 
 def test_pg_lag_grows_while_replay_is_paused(replica_lag: Any) -> None:
     replica_lag.pg_pause()
-    from resilient_db.testing.faults_pg import pg_admin_connect
+    from resilient_db_testbed.faults_pg import pg_admin_connect
 
     with pg_admin_connect("pg_primary", dbname="rdb") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS rdb_probe_lag (x int)")

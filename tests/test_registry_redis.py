@@ -73,7 +73,7 @@ def registry(store: CacheStore) -> Registry:
 def test_another_process_learns_within_local_ttl(store: CacheStore, prefix: str) -> None:
     reg = registry(store)
     assert reg.is_available(A)  # known here from now on
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, ROOT / "src", ROOT / "testbed")))}
     proc = subprocess.Popen(
         [sys.executable, "-c", OTHER, prefix, str(LOCAL_TTL)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
@@ -118,7 +118,7 @@ def test_another_process_learns_a_state_change_by_push_within_100_ms(prefix: str
     store = CacheStore("redis", local_ttl=30.0, prefix=prefix)
     reg = registry(store)
     assert reg.is_available(A)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (ROOT, ROOT / "src", ROOT / "testbed")))}
     proc = subprocess.Popen(
         [sys.executable, "-c", OTHER, prefix, "30.0"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,

@@ -24,8 +24,8 @@ from resilient_db.routers import PinningReplicaRouter, context, get_replica, use
 from resilient_db.routers.mirrors import configure_test_mirrors
 from resilient_db.routers.pins import loads_pin
 from resilient_db.routers.replica_choice import reset_stats, routing_stats
-from resilient_db.testing.faults import ServerControl
-from resilient_db.testing.faults_lag import ReplicaLag
+from resilient_db_testbed.faults import ServerControl
+from resilient_db_testbed.faults_lag import ReplicaLag
 from tests.testapp.models import Item
 
 ALL_DBS = ["default", "replica", "mysql", "mysql_replica"]

@@ -28,7 +28,7 @@ from resilient_db import checks as rdb_checks
 from resilient_db import signals
 from resilient_db.exceptions import AllTargetsDown
 from resilient_db.health.registry import get_registry
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 from tests.backends.support import adhoc_alias
 
 URL_PW = "S3cretUrlPw"

@@ -26,14 +26,14 @@ def choose_databases() -> tuple[str, dict[str, str]]:
     if forced == "sqlite" or (forced == "auto" and not bedctl.available()):
         if forced == "auto":
             say("PostgreSQL or PgBouncer binaries not found: using the embedded SQLite database.")
-            say("  (python -m resilient_db.testing.bed install  installs them on Debian/Ubuntu)")
+            say("  (python -m resilient_db_testbed.bed install  installs them on Debian/Ubuntu)")
         return "sqlite", child_env(SHOP_DB="sqlite")
     return "bed", child_env(SHOP_DB="bed")
 
 
 def bring_up_bed() -> tuple[list[str], bool]:
     """Start the bed's PostgreSQL servers; return the names started and whether it is new."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     created = not bed.config().root.exists()
     started_at = time.monotonic()
@@ -53,7 +53,7 @@ def bring_up_bed() -> tuple[list[str], bool]:
 
 def put_bed_back(started: list[str], created: bool) -> None:
     """Stop the servers this run started; remove the bed's data if this run created it."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     if not started:
         return
@@ -107,7 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say("\nThe live demo injects real faults into real servers, so it needs the PostgreSQL")
         if source == "sqlite":
             say("test bed: install PostgreSQL and PgBouncer (as root on Debian/Ubuntu:")
-            say("python -m resilient_db.testing.bed install), then run this again.")
+            say("python -m resilient_db_testbed.bed install), then run this again.")
         else:
             say("test bed, and never touches a database it did not start: unset DATABASE_URL.")
         return status

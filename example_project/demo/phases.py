@@ -1,4 +1,8 @@
-"""The fault schedule: what is broken in each phase, and how it is put right."""
+"""The fault schedule: what is broken in each phase, and how it is put right.
+
+The faults themselves are the test bed's fault engine (``resilient_db_testbed.chaos``,
+the chaos soak's too); this module only says which one runs when, on which peer.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from demo import bedctl
+from resilient_db_testbed.chaos import Toolbox
 
 
 @dataclass
@@ -24,23 +29,26 @@ class Phase:
 
 @dataclass
 class FaultState:
-    """What is broken right now, so the demo can always put everything back."""
+    """Who carries the traffic, and the bed's fault objects: each knows what it broke."""
 
     busiest_peer: Callable[[], str]
     # The MariaDB peer carrying the MariaDB writes (None: no MariaDB in this demo).
     busiest_maria_peer: Callable[[], str] | None = None
-    frozen: dict[str, int] = field(default_factory=dict)
-    killed: set[str] = field(default_factory=set)
-    stopped: set[str] = field(default_factory=set)
-    replay_paused: bool = False
+    # The fault engine's toolbox, shared with the chaos soak; made when the bed is up.
+    tools: Toolbox = field(default_factory=Toolbox.standalone)
     drained: set[str] = field(default_factory=set)
 
 
 def kill_sessions(state: FaultState) -> str:
     """Terminate every session of the site on the primary and the replica."""
-    n = bedctl.kill_sessions()
+    cfg = state.tools.pg_terminate.cfg
+    n = sum(
+        state.tools.pg_terminate(user=cfg.pg_user, server=name)
+        for name in ("pg_primary", "pg_replica")
+    )
     how = "pg_terminate_backend on primary and replica"
     if state.busiest_maria_peer is not None:
+        n += state.tools.maria_kill(user=cfg.maria_user)
         how += ", KILL CONNECTION on MariaDB"
     return f"terminated {n} sessions of the site ({how})"
 
@@ -48,7 +56,9 @@ def kill_sessions(state: FaultState) -> str:
 def drain_peer(state: FaultState) -> str:
     """PAUSE the PgBouncer carrying the writes: it takes connections, queries wait."""
     name = state.busiest_peer()
-    bedctl.drain(name)
+    # In session pooling PAUSE completes only when every client let go of its
+    # server link; without waiting, new queries already wait from now on.
+    state.tools.bouncer(name).pause(wait=False)
     state.drained.add(name)
     return f"paused {name} (PAUSE: new queries wait, as while a pooler drains)"
 
@@ -57,7 +67,7 @@ def resume_drained(state: FaultState) -> str:
     """RESUME the paused PgBouncers."""
     names = sorted(state.drained)
     for name in names:
-        bedctl.undrain(name)
+        state.tools.bouncer(name).resume()
         state.drained.discard(name)
     return f"resumed {', '.join(names)} (RESUME)"
 
@@ -73,17 +83,14 @@ def kill_peer(state: FaultState) -> str:
     """SIGKILL the PgBouncer (and the MariaDB peer) carrying the writes."""
     names = _peers(state)
     for name in names:
-        bedctl.kill(name)
-        state.killed.add(name)
+        state.tools.killer(name)
     return f"killed {' and '.join(names)} (SIGKILL)"
 
 
 def restart_killed(state: FaultState) -> str:
     """Start the killed peers again."""
-    names = sorted(state.killed)
-    for name in names:
-        bedctl.start(name)
-        state.killed.discard(name)
+    names = sorted(state.tools.killer.killed)
+    state.tools.killer.restore()
     return f"started {', '.join(names)} again"
 
 
@@ -91,78 +98,66 @@ def freeze_peer(state: FaultState) -> str:
     """SIGSTOP the PgBouncer (and the MariaDB peer) carrying the writes: a black hole."""
     names = _peers(state)
     for name in names:
-        state.frozen[name] = bedctl.freeze(name)
+        state.tools.freezer(name)
     return f"froze {' and '.join(names)} (SIGSTOP: a black hole)"
 
 
 def thaw_frozen(state: FaultState) -> str:
     """SIGCONT the frozen peers."""
-    names = sorted(state.frozen)
-    for name in names:
-        bedctl.thaw(state.frozen.pop(name))
+    names = sorted(state.tools.freezer.frozen)
+    state.tools.freezer.thaw()
     return f"thawed {', '.join(names)} (SIGCONT)"
 
 
 def restart_primary(state: FaultState) -> str:
     """Stop PostgreSQL's primary (fast shutdown) and start it again."""
     begun = time.monotonic()
-    state.stopped.add("pg_primary")
-    bedctl.stop("pg_primary")
-    bedctl.start("pg_primary")
-    state.stopped.discard("pg_primary")
+    state.tools.servers.stop("pg_primary")
+    state.tools.servers.start("pg_primary")
     return f"restarted pg_primary ({time.monotonic() - begun:.1f} s without a primary)"
 
 
 def pause_replay(state: FaultState) -> str:
     """Pause WAL replay on the replica: it answers, with older and older data."""
-    bedctl.pause_replay()
-    state.replay_paused = True
+    state.tools.lag.pg_pause()
     return "paused WAL replay on pg_replica (lag grows past MAX_REPLICA_LAG)"
 
 
 def resume_replay(state: FaultState) -> str:
     """Resume WAL replay."""
-    bedctl.resume_replay()
-    state.replay_paused = False
+    state.tools.lag.pg_resume(catch_up=False)
     return "resumed WAL replay on pg_replica"
 
 
 def stop_replica(state: FaultState) -> str:
     """Stop the replica."""
-    state.stopped.add("pg_replica")
-    bedctl.stop("pg_replica")
+    state.tools.servers.stop("pg_replica")
     return "stopped pg_replica"
 
 
 def start_stopped(state: FaultState) -> str:
     """Start the stopped servers again."""
-    names = sorted(state.stopped)
+    names = [n for n in state.tools.servers.touched if not bedctl.running(n)]
     for name in names:
-        bedctl.start(name)
-        state.stopped.discard(name)
+        state.tools.servers.start(name)
     return f"started {', '.join(names)} again"
 
 
 def bring_back(state: FaultState) -> str:
     """Put everything right, whatever is still broken, and wait until the bed is healthy."""
-    done = []
-    for pid in state.frozen.values():
-        bedctl.thaw(pid)
-    state.frozen.clear()
+    tools = state.tools
+    tools.freezer.thaw()
     for name in sorted(state.drained):
         with contextlib.suppress(Exception):  # a killed or restarted bouncer is not paused
-            bedctl.undrain(name)
+            tools.bouncer(name).resume()
     state.drained.clear()
-    if state.replay_paused:
+    if tools.lag.pg_paused:
         with contextlib.suppress(Exception):  # the replica may be down: starting it resumes
-            bedctl.resume_replay()
-        state.replay_paused = False
-    state.killed.clear()
-    state.stopped.clear()
+            tools.lag.pg_resume(catch_up=False)
+    tools.killer.killed.clear()
+    tools.servers.touched.clear()
     started = bedctl.ensure_up()
-    if started:
-        done.append("started " + ", ".join(started))
-    return "; ".join(done) or "every server runs, replication streams"
+    return ("started " + ", ".join(started)) if started else "every server runs, replication streams"
 
 
 def schedule() -> list[Phase]:

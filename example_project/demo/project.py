@@ -10,6 +10,9 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MANAGE = PROJECT_DIR / "manage.py"
+# The repository's test bed package (development only): the children's settings ask it
+# for the bed's ports, so they import it from the checkout as run.py does.
+TESTBED_DIR = PROJECT_DIR.parent / "testbed"
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -17,7 +20,7 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "shop.settings"
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PROJECT_DIR), env.get("PYTHONPATH", "")) if p
+        p for p in (str(PROJECT_DIR), str(TESTBED_DIR), env.get("PYTHONPATH", "")) if p
     )
     env.update(extra)
     return env

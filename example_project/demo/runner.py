@@ -53,7 +53,7 @@ class RunResult:
 
 def target_names() -> dict[tuple[str, str], str]:
     """Map (host, port) of every bed server to its name."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     cfg = bed.config()
     return {(cfg.host, str(cfg.port(name))): name for name in bedctl.servers()}
@@ -74,7 +74,7 @@ def rows_in_database(run_id: str) -> dict[str, int]:
     """Return key -> number of rows for the orders this run sent, read on the primary itself."""
     import psycopg
 
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     cfg = bed.config()
     with psycopg.connect(
@@ -95,7 +95,7 @@ def maria_rows(run_id: str) -> dict[str, int]:
     """Return key -> number of rows of this run's orders on the MariaDB primary itself."""
     import MySQLdb
 
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     cfg = bed.config()
     conn = MySQLdb.connect(host=cfg.host, port=cfg.maria_primary_port, user=cfg.maria_user,

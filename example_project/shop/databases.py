@@ -105,8 +105,8 @@ def use_example_bed() -> None:
 def bed_available() -> bool:
     """Tell whether PostgreSQL and PgBouncer binaries for the local test bed are installed."""
     try:
-        from resilient_db.testing.bed_pg import pg_bindir, pgbouncer_binary
-    except ImportError:  # the bed ships with the package; a trimmed install may lack it
+        from resilient_db_testbed.bed_pg import pg_bindir, pgbouncer_binary
+    except ImportError:  # the repository's development-only test bed; a user's install lacks it
         return False
     return pg_bindir() is not None and pgbouncer_binary() is not None
 
@@ -118,7 +118,7 @@ def maria_available() -> bool:
     try:
         import MySQLdb  # noqa: F401 - only whether it imports
 
-        from resilient_db.testing.bed_process import which
+        from resilient_db_testbed.bed_process import which
     except ImportError:
         return False
     return (which("mariadbd", "mysqld") is not None
@@ -135,7 +135,7 @@ def _answers(host: str, port: int) -> bool:
 
 def bed_running() -> bool:
     """Tell whether the bed's PgBouncer A answers on loopback (a quick TCP connect)."""
-    from resilient_db.testing.bed import config
+    from resilient_db_testbed.bed import config
 
     cfg = config()
     try:
@@ -147,7 +147,7 @@ def bed_running() -> bool:
 
 def plan_from_bed() -> DatabasePlan:
     """Point ``default`` at PgBouncer A, peer PgBouncer B, and ``replica`` at the replica."""
-    from resilient_db.testing.bed import config
+    from resilient_db_testbed.bed import config
 
     cfg = config()
 

@@ -10,7 +10,7 @@ from django.db import connections
 
 from resilient_db import checks as rdb_checks
 from resilient_db.exceptions import AllTargetsDown
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 from tests.backends.support import adhoc_alias, resilient_settings
 
 pytestmark = [

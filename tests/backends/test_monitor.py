@@ -11,7 +11,7 @@ from django.test import Client, override_settings
 
 from resilient_db.exceptions import AllTargetsDown
 from resilient_db.health.monitor import running_monitor, stop_monitor
-from resilient_db.testing import pgdriver
+from resilient_db_testbed import pgdriver
 from tests.backends.support import adhoc_alias, resilient_settings
 from tests.testapp.models import Item
 

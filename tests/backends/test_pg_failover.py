@@ -204,7 +204,7 @@ def test_role_primary_skips_a_read_only_target_at_connect(bed, fresh_registry):
 @pytest.fixture
 def primary_refuses_writes(bed):
     """Make the PostgreSQL primary refuse writes as an operator would (ALTER SYSTEM + reload)."""
-    from resilient_db.testing.faults_pg import pg_admin_connect
+    from resilient_db_testbed.faults_pg import pg_admin_connect
 
     def configure(statement, expected):
         with pg_admin_connect("pg_primary") as conn:

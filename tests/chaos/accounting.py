@@ -10,7 +10,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from tests.chaos.controller import Window
+from resilient_db_testbed.chaos import Window
 from tests.chaos.workload import (
     COMMITTED,
     FAILED,

@@ -30,7 +30,7 @@ def main(spec_path: str) -> int:
 
     django.setup()
 
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
     from tests.chaos import sockets
     from tests.chaos.workload import ThreadPool, WorkerSpec
 

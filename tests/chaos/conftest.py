@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import pytest
 
-from resilient_db.testing.bed_config import BedConfig
-from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl
-from resilient_db.testing.faults_lag import ReplicaLag
-from resilient_db.testing.faults_maria import MariaKiller
-from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
-from tests.chaos.controller import Tools
+from resilient_db_testbed.bed_config import BedConfig
+from resilient_db_testbed.chaos import Toolbox
+from resilient_db_testbed.faults import Freezer, PeerKiller, ServerControl
+from resilient_db_testbed.faults_lag import ReplicaLag
+from resilient_db_testbed.faults_maria import MariaKiller
+from resilient_db_testbed.faults_pg import BouncerAdmin, PgTerminator
 
 REPORTS: list[tuple[str, str]] = []
 
@@ -26,9 +26,9 @@ def chaos_tools(
     replica_lag: ReplicaLag,
     pg_terminate: PgTerminator,
     maria_kill: MariaKiller,
-) -> Tools:
+) -> Toolbox:
     """Return the fault objects; their fixtures undo every fault at teardown."""
-    return Tools(
+    return Toolbox(
         servers=server_control,
         killer=kill_peer,
         freezer=freeze_peer,

@@ -17,10 +17,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from resilient_db.testing import bed
+from resilient_db_testbed import bed
+from resilient_db_testbed.chaos import Controller, Fault, Window
 from tests.chaos import sockets
 from tests.chaos.accounting import Report, Snapshot, judge
-from tests.chaos.controller import Controller, Fault, Window
 from tests.chaos.workload import ThreadPool, WorkerLog, WorkerSpec, close_all_quietly
 
 PRIMARIES = ("default", "mysql")

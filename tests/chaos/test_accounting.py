@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from resilient_db_testbed.chaos import Window
 from tests.chaos.accounting import Snapshot, judge
-from tests.chaos.controller import Window
 from tests.chaos.workload import (
     COMMITTED,
     FAILED,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from resilient_db_testbed.chaos import Toolbox, choose
 from tests.chaos.conftest import REPORTS
-from tests.chaos.controller import Tools, catalogue, choose
+from tests.chaos.controller import catalogue
 from tests.chaos.soak import ALIASES, Options, chaos_settings, run_soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.bed]
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.bed]
 
 @pytest.mark.timeout(600)
 @pytest.mark.django_db(transaction=True, databases=list(ALIASES))
-def test_soak(chaos_tools: Tools, tmp_path, request, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_soak(chaos_tools: Toolbox, tmp_path, request, record_property) -> None:  # type: ignore[no-untyped-def]
     opts = Options.from_env()
     raw = chaos_settings(shared_registry=opts.processes > 0)
     # "none" runs the same traffic without faults: the baseline the harness must pass.

@@ -13,7 +13,7 @@ import pytest
 import redis
 from django.core.cache import caches
 
-from resilient_db.testing.bed_config import BedConfig
+from resilient_db_testbed.bed_config import BedConfig
 from tests.chaos import sockets
 
 

@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The repository's test bed package (testbed/, development only, not in the wheel) gives
+# the bed's servers, here and in the suite's children (suite_settings.py reads its ports).
+TESTBED = HERE.parent.parent / "testbed"
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(TESTBED))
 
 from expected import EXPECTED  # noqa: E402 - the gate's own directory, added just above
 from suite_runner import PASSED  # noqa: E402
@@ -205,7 +209,9 @@ def run_suite(
     log = out / f"{vendor}-{mode}.log"
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(HERE), str(TESTBED), os.environ.get("PYTHONPATH")])
+        ),
         "RDB_SUITE_VENDOR": vendor,
         "RDB_SUITE_ENGINE": engine,
         "RDB_SUITE_FEATURES": "1" if features else "0",
@@ -239,7 +245,7 @@ def run_suite(
 @contextlib.contextmanager
 def bed_running(vendor: str) -> Iterator[None]:
     """Start the test bed unless it runs; stop it afterwards if it was started here."""
-    from resilient_db.testing import bed
+    from resilient_db_testbed import bed
 
     cold = not any(s.running for s in bed.status())
     if not bed.is_up():
@@ -255,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate; return the exit status (0 when nothing unexpected differs)."""
     import django
 
-    from resilient_db.testing.bed import server as bed_server
+    from resilient_db_testbed.bed import server as bed_server
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--vendor", choices=sorted(VENDOR_LABELS), default="postgresql")

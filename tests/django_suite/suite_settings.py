@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from resilient_db.testing.bed import config
+from resilient_db_testbed.bed import config
 
 _bed = config()
 _vendor = os.environ.get("RDB_SUITE_VENDOR", "postgresql")

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from resilient_db.testing import ha
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.ha_config import NODES, HaConfig, ha_config
-from resilient_db.testing.ha_galera import GaleraCluster
-from resilient_db.testing.ha_patroni import PatroniCluster
+from resilient_db_testbed import ha
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.ha_config import NODES, HaConfig, ha_config
+from resilient_db_testbed.ha_galera import GaleraCluster
+from resilient_db_testbed.ha_patroni import PatroniCluster
 
 
 def _wanted() -> bool:

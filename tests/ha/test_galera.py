@@ -11,8 +11,8 @@ from django.db import connections
 
 from resilient_db.health.errors import Category, classify
 from resilient_db.health.probes import probe
-from resilient_db.testing.ha_config import HaConfig
-from resilient_db.testing.ha_galera import GaleraCluster
+from resilient_db_testbed.ha_config import HaConfig
+from resilient_db_testbed.ha_galera import GaleraCluster
 from tests.backends.support import adhoc_alias, persistent, resilient_settings
 from tests.ha.support import Load, lost_and_doubled
 

@@ -17,9 +17,9 @@ import pytest
 from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper as StockWrapper
 
-from resilient_db.testing.bed_process import wait_until
-from resilient_db.testing.ha_config import MEMBERS, PATRONI_TIMINGS, HaConfig
-from resilient_db.testing.ha_patroni import PatroniCluster
+from resilient_db_testbed.bed_process import wait_until
+from resilient_db_testbed.ha_config import MEMBERS, PATRONI_TIMINGS, HaConfig
+from resilient_db_testbed.ha_patroni import PatroniCluster
 from tests.backends.support import adhoc_alias, resilient_settings
 from tests.ha.support import Load, lost_and_doubled
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import (
     RunAs,
     log_tail,
     port_open,
@@ -15,7 +17,11 @@ from resilient_db.testing.bed_process import (
     wait_until,
 )
 
-__all__ = ["Server"]
+__all__ = ["READY", "Server"]
+
+#: The file in a server's directory naming its data's generation: a random token
+#: on a primary, the primary's token on a replica built from it.
+READY = ".ready"
 
 
 class Server:
@@ -82,6 +88,27 @@ class Server:
 
     def configure(self) -> None:
         """Apply idempotent setup once the server runs (users, replication...)."""
+
+    def generation(self) -> str:
+        """Return the token identifying this server's data (``""`` when not set up)."""
+        try:
+            return (self.dir / READY).read_text().strip()
+        except OSError:
+            return ""
+
+    def _setup_done(self, script: str) -> bool:
+        # The setup is re-applied (it is idempotent) whenever its text changed, so a new
+        # grant reaches an existing bed without a rebuild; replicas get it by replication.
+        digest = hashlib.sha256(script.encode()).hexdigest()
+        try:
+            return bool(self.generation()) and (self.dir / ".setup").read_text().strip() == digest
+        except OSError:
+            return False
+
+    def _mark_setup(self, script: str) -> None:
+        (self.dir / ".setup").write_text(hashlib.sha256(script.encode()).hexdigest() + "\n")
+        if not self.generation():
+            (self.dir / READY).write_text(secrets.token_hex(8) + "\n")
 
     def healthy(self) -> bool:
         """Tell whether the server runs and does its job (replicas: stream)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from resilient_db.testing import bed
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import wait_until
-from resilient_db.testing.faults_maria import maria_admin_connect
-from resilient_db.testing.faults_pg import pg_admin_connect
+from resilient_db_testbed import bed
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import wait_until
+from resilient_db_testbed.faults_maria import maria_admin_connect
+from resilient_db_testbed.faults_pg import pg_admin_connect
 
 __all__ = ["ReplicaLag"]
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from resilient_db.testing import bed, pgdriver
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import wait_until
+from resilient_db_testbed import bed, pgdriver
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import wait_until
 
 __all__ = ["ADMIN_APPLICATION", "BouncerAdmin", "PgTerminator", "pg_admin_connect"]
 

@@ -9,26 +9,22 @@ non-Primary component (``gmcast.isolate=1``: it still accepts TCP, answers
 
 from __future__ import annotations
 
-import shutil
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_mariadb import mariadb_binaries
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_process import (
     RunAs,
     log_tail,
     port_open,
     prepare_dir,
     read_pid,
-    run,
-    run_as,
-    spawn_daemon,
     stop_pid,
     wait_until,
 )
-from resilient_db.testing.ha_config import NODES, HaConfig
-from resilient_db.testing.ha_process import gone, kill_tree
+from resilient_db_testbed.ha_config import NODES, HaConfig
+from resilient_db_testbed.ha_process import gone, kill_tree
+from resilient_db_testbed.mariadbd import MariadbdFiles, account_sql
 
 __all__ = ["GALERA_PROVIDER", "GaleraCluster", "GaleraNode", "galera_provider"]
 
@@ -44,31 +40,14 @@ def galera_provider() -> Path | None:
     return GALERA_PROVIDER if GALERA_PROVIDER.is_file() else None
 
 
-def _binary(kind: str) -> str:
-    found = mariadb_binaries()[kind]
-    if found is None:
-        raise BedError("MariaDB programs not found; run: python -m resilient_db.testing.bed install")
-    return str(found)
-
-
-class GaleraNode:
+class GaleraNode(MariadbdFiles):
     """One mariadbd with the Galera provider loaded."""
 
     def __init__(self, cfg: HaConfig, name: str) -> None:
         self.cfg = cfg
         self.name = name
         self.dir = cfg.root / name
-        self.data = self.dir / "data"
         self.port = cfg.node_port(name)
-        self.socket = self.dir / "mariadb.sock"
-        self.pidfile = self.dir / "mariadb.pid"
-        self.log = self.dir / "mariadb.log"
-        self.cnf = self.dir / "my.cnf"
-
-    @property
-    def owner(self) -> RunAs:
-        """Return the account MariaDB runs as."""
-        return run_as("mysql")
 
     def pid(self) -> int | None:
         """Return mariadbd's pid, or ``None``."""
@@ -78,7 +57,8 @@ class GaleraNode:
         """Tell whether mariadbd runs and accepts TCP connections."""
         return self.pid() is not None and port_open(self.cfg.host, self.port)
 
-    def _write_cnf(self) -> None:
+    def cnf_lines(self) -> list[str]:
+        """Return the option file's lines: InnoDB as Galera needs it, the provider and its peers."""
         c = self.cfg
         members = ",".join(f"{c.host}:{c.gcomm_port(n)}" for n in NODES)
         options = ";".join(
@@ -91,28 +71,10 @@ class GaleraNode:
                 "gcache.size=64M",
             ]
         )
-        lines = [
-            "[mariadbd]",
-            f"datadir = {self.data}",
-            f"socket = {self.socket}",
-            f"pid-file = {self.pidfile}",
-            f"log-error = {self.log}",
-            f"tmpdir = {self.dir / 'tmp'}",
-            f"port = {self.port}",
-            f"bind-address = {c.host}",
-            "skip-name-resolve",
-            "skip-external-locking",
-            "binlog-format = ROW",
+        return [
+            *self.base_cnf_lines(c.host),
             "default-storage-engine = InnoDB",
             "innodb-autoinc-lock-mode = 2",
-            "innodb-buffer-pool-size = 32M",
-            "innodb-log-file-size = 16M",
-            "innodb-flush-log-at-trx-commit = 2",
-            "innodb-doublewrite = 0",
-            "performance-schema = OFF",
-            "max-connections = 200",
-            "character-set-server = utf8mb4",
-            "collation-server = utf8mb4_unicode_ci",
             "wsrep-on = ON",
             f"wsrep-provider = {GALERA_PROVIDER}",
             "wsrep-cluster-name = rdb_ha",
@@ -124,33 +86,11 @@ class GaleraNode:
             "wsrep-sst-method = rsync",
             f"wsrep-sst-receive-address = {c.host}:{c.sst_port(self.name)}",
             "wsrep-slave-threads = 2",
-            "",
         ]
-        self.cnf.write_text("\n".join(lines))
-
-    def initialise(self) -> None:
-        """Create an empty data directory (joiners get theirs by SST anyway)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
-        prepare_dir(self.dir, self.owner)
-        prepare_dir(self.dir / "tmp", self.owner, mode=0o700)
-        self._write_cnf()
-        run(
-            [
-                _binary("install"), f"--defaults-file={self.cnf}",
-                "--auth-root-authentication-method=normal", "--skip-test-db",
-                "--skip-name-resolve",
-            ],
-            owner=self.owner,
-            timeout=120.0,
-            cwd=self.dir,
-        )
 
     def launch(self, *, bootstrap: bool = False) -> None:
         """Start mariadbd detached (``bootstrap``: as the first node of a new cluster)."""
-        cmd = [_binary("server"), f"--defaults-file={self.cnf}"]
-        if bootstrap:
-            cmd.append("--wsrep-new-cluster")
-        spawn_daemon(cmd, owner=self.owner, log=self.dir / "stderr.log", cwd=self.dir)
+        self.spawn(*(["--wsrep-new-cluster"] if bootstrap else []))
 
     def start(self, *, bootstrap: bool = False, timeout: float = 120.0) -> None:
         """Start the node unless it runs and wait (bounded) until it is Synced."""
@@ -190,18 +130,6 @@ class GaleraNode:
             return
         kill_tree(pid, signal.SIGKILL)
         wait_until(lambda: gone([pid]), timeout=10.0, what=f"{self.name} to die")
-
-    def sql(self, statements: str, *, timeout: float = 30.0) -> str:
-        """Run ``statements`` as root over the unix socket; return tab-separated rows."""
-        return run(
-            [
-                _binary("client"), "--no-defaults", "--protocol=socket",
-                f"--socket={self.socket}", "--user=root", "--batch", "--skip-column-names",
-                "--connect-timeout=5",
-            ],
-            input_text=statements,
-            timeout=timeout,
-        )
 
     def status(self) -> dict[str, str]:
         """Return the node's ``wsrep_%`` status variables (empty when it does not answer)."""
@@ -247,7 +175,7 @@ class GaleraCluster:
     def up(self) -> None:
         """Bootstrap the cluster unless some node runs; join the missing nodes."""
         if galera_provider() is None:
-            raise BedError("the Galera provider is missing; run: python -m resilient_db.testing.ha install")
+            raise BedError("the Galera provider is missing; run: python -m resilient_db_testbed.ha install")
         prepare_dir(self.cfg.root, RunAs())
         running = [n for n in self.nodes.values() if n.pid() is not None]
         if not running:
@@ -268,18 +196,7 @@ class GaleraCluster:
         c = self.cfg.bed
         sql = [f"CREATE DATABASE IF NOT EXISTS `{c.maria_db}`;"]
         for host in ("127.0.0.1", "localhost"):
-            account = f"'{c.maria_user}'@'{host}'"
-            sql += [
-                f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{c.maria_password}';",
-                f"GRANT ALL ON `{c.maria_db}`.* TO {account};",
-                f"GRANT ALL ON `test\\_%`.* TO {account};",
-                f"GRANT SLAVE MONITOR ON *.* TO {account};",
-            ]
-            admin = f"'{c.maria_admin_user}'@'{host}'"
-            sql += [
-                f"CREATE USER IF NOT EXISTS {admin} IDENTIFIED BY '{c.maria_admin_password}';",
-                f"GRANT ALL PRIVILEGES ON *.* TO {admin} WITH GRANT OPTION;",
-            ]
+            sql += account_sql(c, host)
         node.sql("\n".join(sql) + "\n")
 
     def down(self) -> None:

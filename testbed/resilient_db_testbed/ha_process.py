@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_process import RunAs, alive, run
+from resilient_db_testbed.bed_process import RunAs, alive, run
 
 __all__ = ["children", "kill_tree", "spawn_with_pidfile"]
 

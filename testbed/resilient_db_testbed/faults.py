@@ -1,6 +1,6 @@
 """Process-level faults: stop, start and restart servers, kill or freeze peers.
 
-Every class here works without pytest; :mod:`resilient_db.testing.fixtures` wraps them in
+Every class here works without pytest; :mod:`resilient_db_testbed.fixtures` wraps them in
 fixtures that undo the fault at teardown. Database-level faults live in ``faults_pg``,
 ``faults_maria`` and ``faults_lag``.
 """
@@ -13,9 +13,9 @@ import os
 import signal
 from collections.abc import Iterable
 
-from resilient_db.testing import bed
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_process import alive, port_open, wait_until
+from resilient_db_testbed import bed
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_process import alive, port_open, wait_until
 
 __all__ = ["PEERS", "Freezer", "PeerKiller", "ServerControl", "heal_all", "restore"]
 
@@ -166,8 +166,8 @@ def heal_all() -> list[str]:
     Wakes every frozen server, resumes both PgBouncers, WAL replay on the PostgreSQL
     replica and the MariaDB replica's SQL thread. Servers that are down stay down.
     """
-    from resilient_db.testing.faults_lag import ReplicaLag
-    from resilient_db.testing.faults_pg import BouncerAdmin
+    from resilient_db_testbed.faults_lag import ReplicaLag
+    from resilient_db_testbed.faults_pg import BouncerAdmin
 
     healed: list[str] = []
     for name in bed.SERVER_NAMES:

@@ -1,6 +1,6 @@
 """Start, stop and inspect the real-server test bed.
 
-Run ``python -m resilient_db.testing.bed up|down|status|install`` (``down --keep`` keeps the
+Run ``python -m resilient_db_testbed.bed up|down|status|install`` (``down --keep`` keeps the
 data). Tests use :func:`config` for addresses and the server-control functions for faults.
 """
 
@@ -11,19 +11,17 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
-import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from resilient_db.testing.bed_config import SERVER_NAMES, BedConfig, BedError, config
-from resilient_db.testing.bed_install import install, missing_packages
-from resilient_db.testing.bed_mariadb import MariaPeerA, MariaPeerB, MariaPrimary, MariaReplica
-from resilient_db.testing.bed_pg import PgBouncerA, PgBouncerB, PgPrimary, PgReplica
-from resilient_db.testing.bed_process import RunAs, prepare_dir
-from resilient_db.testing.bed_redis import Redis
-from resilient_db.testing.bed_server import Server
+from resilient_db_testbed.bed_config import SERVER_NAMES, BedConfig, BedError, config
+from resilient_db_testbed.bed_install import install, missing_packages
+from resilient_db_testbed.bed_mariadb import MariaPeerA, MariaPeerB, MariaPrimary, MariaReplica
+from resilient_db_testbed.bed_pg import PgBouncerA, PgBouncerB, PgPrimary, PgReplica
+from resilient_db_testbed.bed_process import RunAs, command_line, prepare_dir
+from resilient_db_testbed.bed_redis import Redis
+from resilient_db_testbed.bed_server import Server
 
 __all__ = [
     "SERVER_NAMES",
@@ -141,7 +139,7 @@ def _up() -> None:
         raise BedError(
             "missing programs for the test bed: "
             + ", ".join(missing)
-            + "\nrun: python -m resilient_db.testing.bed install"
+            + "\nrun: python -m resilient_db_testbed.bed install"
         )
     cfg = config()
     prepare_dir(cfg.root, RunAs())
@@ -190,7 +188,7 @@ def start_server(name: str) -> None:
     """Start the server called ``name`` (from its existing data) and wait until it answers."""
     srv = server(name)
     if not srv.initialised():
-        raise BedError(f"{name} has no data; run: python -m resilient_db.testing.bed up")
+        raise BedError(f"{name} has no data; run: python -m resilient_db_testbed.bed up")
     srv.start()
 
 
@@ -216,7 +214,7 @@ def wait_healthy(names: Sequence[str] = SERVER_NAMES, timeout: float = 60.0) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line: ``up``, ``down [--keep]``, ``status`` or ``install``."""
-    parser = argparse.ArgumentParser(prog="python -m resilient_db.testing.bed")
+    parser = argparse.ArgumentParser(prog="python -m resilient_db_testbed.bed")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start every server (initialising what is missing)")
     down_parser = sub.add_parser("down", help="stop every server and remove the data")
@@ -224,32 +222,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("status", help="one line per server; exit 1 unless all run")
     sub.add_parser("install", help="install missing programs (apt-get, as root)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            started = time.monotonic()
-            up()
-            print(f"test bed up in {time.monotonic() - started:.1f} s ({config().root})")
-        elif args.command == "down":
-            down(keep=args.keep)
-            print("test bed down" + (" (data kept)" if args.keep else ""))
-        elif args.command == "install":
-            return install()
-        if args.command in {"up", "status"}:
-            lines = status()
-            for line in lines:
-                print(line)
-            return 0 if all(line.running for line in lines) else 1
-    except BedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    if args.command == "install":
+        return install()
+    if args.command == "down":
+        down(keep=args.keep)
+        print("test bed down" + (" (data kept)" if args.keep else ""))
+        return 0
+    if args.command == "up":
+        started = time.monotonic()
+        up()
+        print(f"test bed up in {time.monotonic() - started:.1f} s ({config().root})")
+    lines = status()
+    for line in lines:
+        print(line)
+    return 0 if all(line.running for line in lines) else 1
 
 
 if __name__ == "__main__":
-    os.umask(0o022)
-    try:
-        sys.exit(main())
-    except BrokenPipeError:
-        # Output piped into head(1) and the like: not an error of the bed.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    command_line(main)

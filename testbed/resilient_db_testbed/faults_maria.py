@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from resilient_db.testing import bed
-from resilient_db.testing.bed_config import BedConfig
-from resilient_db.testing.bed_process import wait_until
+from resilient_db_testbed import bed
+from resilient_db_testbed.bed_config import BedConfig
+from resilient_db_testbed.bed_process import wait_until
 
 __all__ = ["MariaKiller", "maria_admin_connect"]
 

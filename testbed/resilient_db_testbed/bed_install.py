@@ -8,8 +8,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from resilient_db.testing.bed_pg import pg_bindir
-from resilient_db.testing.bed_process import which
+from resilient_db_testbed.bed_pg import pg_bindir
+from resilient_db_testbed.bed_process import which
 
 __all__ = ["install", "missing_packages", "quiet_new_services", "services"]
 
@@ -43,7 +43,7 @@ POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 INIT_D = Path("/etc/init.d")
 # policy-rc.d's documented "action forbidden" exit status: Debian's maintainer
 # scripts then start no service while the packages install.
-_FORBID = "#!/bin/sh\n# written by resilient_db.testing.bed install; removed after it\nexit 101\n"
+_FORBID = "#!/bin/sh\n# written by resilient_db_testbed.bed install; removed after it\nexit 101\n"
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_process import RunAs, prepare_dir, run, run_as, which
-from resilient_db.testing.bed_server import Server
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_process import RunAs, prepare_dir, run, run_as, which
+from resilient_db_testbed.bed_server import Server
 
 __all__ = ["Redis"]
 
@@ -37,7 +37,7 @@ class Redis(Server):
         """Start redis-server, which detaches itself."""
         binary = which("redis-server")
         if binary is None:
-            raise BedError("redis-server not found; run: python -m resilient_db.testing.bed install")
+            raise BedError("redis-server not found; run: python -m resilient_db_testbed.bed install")
         run(
             [
                 str(binary), "--port", str(self.port), "--bind", self.cfg.host,

@@ -1,8 +1,9 @@
 """Start, stop and inspect the bed's high-availability clusters (opt-in).
 
-``python -m resilient_db.testing.ha up|down|status|install`` (``up --only
-patroni|galera`` brings one cluster). The ordinary bed (``...testing.bed up``)
-never starts them, so the default test run does not pay for them.
+``python -m resilient_db_testbed.ha up|down|status|install`` (``up --only
+patroni|galera`` brings one cluster). The ordinary bed (``python -m
+resilient_db_testbed.bed up``) never starts them, so the default test run does
+not pay for them.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_process import which
-from resilient_db.testing.ha_config import MEMBERS, NODES, ha_config
-from resilient_db.testing.ha_galera import GaleraCluster, galera_provider
-from resilient_db.testing.ha_patroni import PatroniCluster, ensure_patroni_venv
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_process import command_line, which
+from resilient_db_testbed.ha_config import MEMBERS, NODES, ha_config
+from resilient_db_testbed.ha_galera import GaleraCluster, galera_provider
+from resilient_db_testbed.ha_patroni import PatroniCluster, ensure_patroni_venv
 
 __all__ = ["down", "install", "main", "missing_packages", "status", "up"]
 
@@ -95,7 +95,7 @@ def up(only: Sequence[str] = CLUSTERS) -> None:
     if missing:
         raise BedError(
             "missing programs for the HA clusters: " + ", ".join(missing)
-            + "\nrun: python -m resilient_db.testing.ha install"
+            + "\nrun: python -m resilient_db_testbed.ha install"
         )
     cfg = ha_config()
     if "patroni" in only:
@@ -140,7 +140,7 @@ def status() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line."""
-    parser = argparse.ArgumentParser(prog="python -m resilient_db.testing.ha")
+    parser = argparse.ArgumentParser(prog="python -m resilient_db_testbed.ha")
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="start the Patroni and Galera clusters")
     up_parser.add_argument("--only", choices=CLUSTERS, action="append", help="one cluster only")
@@ -149,30 +149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("status", help="one line per member and node")
     sub.add_parser("install", help="install etcd and Galera (apt-get, as root), Patroni (pip)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "up":
-            started = time.monotonic()
-            up(args.only or CLUSTERS)
-            print(f"HA clusters up in {time.monotonic() - started:.1f} s ({ha_config().root})")
-        elif args.command == "down":
-            down(keep=args.keep)
-            print("HA clusters down" + (" (data kept)" if args.keep else ""))
-            return 0
-        elif args.command == "install":
-            return install()
-        for line in status():
-            print(line)
-    except BedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.command == "install":
+        return install()
+    if args.command == "down":
+        down(keep=args.keep)
+        print("HA clusters down" + (" (data kept)" if args.keep else ""))
+        return 0
+    if args.command == "up":
+        started = time.monotonic()
+        up(args.only or CLUSTERS)
+        print(f"HA clusters up in {time.monotonic() - started:.1f} s ({ha_config().root})")
+    for line in status():
+        print(line)
     return 0
 
 
 if __name__ == "__main__":
-    os.umask(0o022)
-    try:
-        sys.exit(main())
-    except BrokenPipeError:
-        # Output piped into head(1) and the like: not an error of the bed.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    command_line(main)

@@ -1,6 +1,6 @@
 """Pytest plugin: the real-server test bed and fault fixtures that always undo themselves.
 
-Load it with ``pytest_plugins = ["resilient_db.testing.fixtures"]``. Tests marked ``bed``,
+Load it with ``pytest_plugins = ["resilient_db_testbed.fixtures"]``. Tests marked ``bed``,
 ``postgres``, ``mariadb`` or ``redis`` get the ``bed`` fixture automatically.
 """
 
@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from resilient_db.testing import bed as bed_module
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_install import missing_packages
-from resilient_db.testing.faults import Freezer, PeerKiller, ServerControl, heal_all
-from resilient_db.testing.faults_lag import ReplicaLag
-from resilient_db.testing.faults_maria import MariaKiller
-from resilient_db.testing.faults_pg import BouncerAdmin, PgTerminator
-from resilient_db.testing.proxy import ChaosProxy
+from resilient_db_testbed import bed as bed_module
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_install import missing_packages
+from resilient_db_testbed.faults import Freezer, PeerKiller, ServerControl, heal_all
+from resilient_db_testbed.faults_lag import ReplicaLag
+from resilient_db_testbed.faults_maria import MariaKiller
+from resilient_db_testbed.faults_pg import BouncerAdmin, PgTerminator
+from resilient_db_testbed.proxy import ChaosProxy
 
 __all__ = [
     "bed",
@@ -58,7 +58,7 @@ def bed() -> Iterator[BedConfig]:
     missing = missing_packages()
     if missing:
         reason = "test bed programs missing: " + ", ".join(missing) + (
-            " (python -m resilient_db.testing.bed install)"
+            " (python -m resilient_db_testbed.bed install)"
         )
         if _env_flag("CI"):
             pytest.fail(reason)

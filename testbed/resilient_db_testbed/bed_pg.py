@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
-import secrets
 import shutil
 import signal
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedConfig, BedError
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedConfig, BedError
+from resilient_db_testbed.bed_process import (
     RunAs,
     prepare_dir,
     run,
@@ -19,11 +17,9 @@ from resilient_db.testing.bed_process import (
     spawn_daemon,
     which,
 )
-from resilient_db.testing.bed_server import Server
+from resilient_db_testbed.bed_server import READY, Server
 
 __all__ = ["PgBouncerA", "PgBouncerB", "PgPrimary", "PgReplica", "pg_bindir", "pgbouncer_binary"]
-
-READY = ".ready"
 
 
 def pg_bindir() -> Path | None:
@@ -55,7 +51,7 @@ def pgbouncer_binary() -> Path | None:
 def _bin(name: str) -> str:
     bindir = pg_bindir()
     if bindir is None:
-        raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db.testing.bed install")
+        raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db_testbed.bed install")
     return str(bindir / name)
 
 
@@ -124,13 +120,6 @@ class _PgServer(Server):
             timeout=timeout,
         )
 
-    def generation(self) -> str:
-        """Return the token identifying the primary's current data (``""`` if none)."""
-        try:
-            return (self.dir / READY).read_text().strip()
-        except OSError:
-            return ""
-
 
 class PgPrimary(_PgServer):
     """The PostgreSQL primary (scram over TCP, trust on its private unix socket)."""
@@ -191,20 +180,6 @@ class PgPrimary(_PgServer):
             "host replication all 127.0.0.1/32 scram-sha-256\n"
         )
         self._write_local_conf()
-
-    def _setup_done(self, script: str) -> bool:
-        # The setup is re-applied (it is idempotent) whenever its text changed, so a new
-        # grant reaches an existing bed without a rebuild; replicas get it by replication.
-        digest = hashlib.sha256(script.encode()).hexdigest()
-        try:
-            return bool(self.generation()) and (self.dir / ".setup").read_text().strip() == digest
-        except OSError:
-            return False
-
-    def _mark_setup(self, script: str) -> None:
-        (self.dir / ".setup").write_text(hashlib.sha256(script.encode()).hexdigest() + "\n")
-        if not self.generation():
-            (self.dir / READY).write_text(secrets.token_hex(8) + "\n")
 
     def configure(self) -> None:
         """Create the bed's roles and database (idempotent)."""
@@ -358,7 +333,7 @@ class PgBouncer(Server):
         """Start PgBouncer detached."""
         binary = pgbouncer_binary()
         if binary is None:
-            raise BedError("pgbouncer not found; run: python -m resilient_db.testing.bed install")
+            raise BedError("pgbouncer not found; run: python -m resilient_db_testbed.bed install")
         spawn_daemon(
             [str(binary), str(self.dir / "pgbouncer.ini")],
             owner=self.owner,

@@ -9,16 +9,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from resilient_db.testing.bed_config import BedError
+from resilient_db_testbed.bed_config import BedError
 
 __all__ = [
     "RunAs",
     "alive",
+    "command_line",
     "log_tail",
     "port_open",
     "prepare_dir",
@@ -250,3 +253,22 @@ def which(*names: str, extra_dirs: Sequence[Path] = ()) -> Path | None:
         if found:
             return Path(found)
     return None
+
+
+def command_line(main: Callable[[], int]) -> NoReturn:
+    """Run ``main`` as a ``python -m`` command of the bed and exit with its status.
+
+    Files it creates are readable by the servers' accounts (umask 022); a
+    ``BedError`` is printed as one ``error:`` line and exits 2; output piped into
+    head(1) and the like is not an error of the bed.
+    """
+    os.umask(0o022)
+    try:
+        code = main()
+    except BedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from resilient_db.testing.bed_config import BedError
-from resilient_db.testing.bed_pg import pg_bindir
-from resilient_db.testing.bed_process import (
+from resilient_db_testbed.bed_config import BedError
+from resilient_db_testbed.bed_pg import pg_bindir
+from resilient_db_testbed.bed_process import (
     RunAs,
     log_tail,
     port_open,
@@ -33,10 +33,11 @@ from resilient_db.testing.bed_process import (
     run_as,
     stop_pid,
     wait_until,
-    which,
 )
-from resilient_db.testing.ha_config import MEMBERS, PATRONI_TIMINGS, HaConfig
-from resilient_db.testing.ha_process import gone, kill_tree, spawn_with_pidfile
+from resilient_db_testbed.ha_config import MEMBERS, HaConfig
+from resilient_db_testbed.ha_etcd import Etcd
+from resilient_db_testbed.ha_patroni_conf import patroni_conf
+from resilient_db_testbed.ha_process import gone, kill_tree, spawn_with_pidfile
 
 __all__ = ["Etcd", "PatroniCluster", "PatroniMember", "ensure_patroni_venv"]
 
@@ -61,73 +62,6 @@ def ensure_patroni_venv(cfg: HaConfig) -> None:
         timeout=600.0,
     )
     venv.chmod(0o755)
-
-
-class Etcd:
-    """The single etcd node Patroni keeps its leader key in."""
-
-    name = "etcd"
-
-    def __init__(self, cfg: HaConfig) -> None:
-        self.cfg = cfg
-        self.dir = cfg.root / "etcd"
-        self.pidfile = self.dir / "etcd.pid"
-        self.log = self.dir / "etcd.log"
-
-    @property
-    def owner(self) -> RunAs:
-        """Return the account etcd runs as."""
-        return run_as("etcd", "nobody")
-
-    @property
-    def url(self) -> str:
-        """Return the client URL."""
-        return f"http://{self.cfg.host}:{self.cfg.etcd_client_port}"
-
-    def pid(self) -> int | None:
-        """Return etcd's pid, or ``None`` when it does not run."""
-        return read_pid(self.pidfile)
-
-    def running(self) -> bool:
-        """Tell whether etcd runs and answers its health endpoint."""
-        if self.pid() is None:
-            return False
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1.0) as resp:
-                return bool(json.loads(resp.read()).get("health") == "true")
-        except (OSError, ValueError):
-            return False
-
-    def start(self) -> None:
-        """Start etcd unless it runs and wait (bounded) until it is healthy."""
-        if self.running():
-            return
-        binary = which("etcd")
-        if binary is None:
-            raise BedError("etcd not found; run: python -m resilient_db.testing.ha install")
-        prepare_dir(self.dir, self.owner, mode=0o700)
-        peer = f"http://{self.cfg.host}:{self.cfg.etcd_peer_port}"
-        if self.pid() is None:
-            spawn_with_pidfile(
-                [
-                    str(binary), "--name", "rdb-ha", "--data-dir", str(self.dir / "data"),
-                    "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", f"rdb-ha={peer}", "--initial-cluster-state", "new",
-                    "--initial-cluster-token", f"rdb-ha-{self.cfg.shift}",
-                    "--log-level", "warn",
-                ],
-                owner=self.owner,
-                log=self.log,
-                pidfile=self.pidfile,
-            )
-        wait_until(self.running, timeout=30.0, interval=0.1, what="etcd to be healthy", log=self.log)
-
-    def stop(self) -> None:
-        """Stop etcd and wait until it is gone."""
-        pid = self.pid()
-        if pid is not None:
-            stop_pid(pid, timeout=20.0)
 
 
 class PatroniMember:
@@ -179,81 +113,10 @@ class PatroniMember:
         return self.patroni_pid() is not None and port_open(self.cfg.host, self.rest_port)
 
     def _write_yaml(self) -> None:
-        c = self.cfg
-        bed = c.bed
         bindir = pg_bindir()
         if bindir is None:
-            raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db.testing.bed install")
-        conf: dict[str, Any] = {
-            "scope": c.scope,
-            "namespace": "/rdb-bed/",
-            "name": self.name,
-            "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-            "restapi": {
-                "listen": f"{c.host}:{self.rest_port}",
-                "connect_address": f"{c.host}:{self.rest_port}",
-            },
-            "etcd3": {"hosts": [f"{c.host}:{c.etcd_client_port}"]},
-            "bootstrap": {
-                "dcs": {
-                    **PATRONI_TIMINGS,
-                    "maximum_lag_on_failover": 1048576,
-                    # Synchronous replication: an acknowledged commit is on a
-                    # standby, so a failover cannot lose it.
-                    "synchronous_mode": True,
-                    "postgresql": {
-                        "use_pg_rewind": True,
-                        "use_slots": True,
-                        "parameters": {
-                            "wal_level": "replica",
-                            "hot_standby": "on",
-                            "wal_log_hints": "on",
-                            "max_wal_senders": 10,
-                            "max_replication_slots": 10,
-                            "wal_keep_size": "256MB",
-                            "max_connections": 100,
-                            "wal_receiver_status_interval": "1s",
-                            "wal_retrieve_retry_interval": "500ms",
-                            "hot_standby_feedback": "on",
-                        },
-                    },
-                },
-                "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, "no-sync"],
-            },
-            "postgresql": {
-                "listen": f"{c.host}:{self.port}",
-                "connect_address": f"{c.host}:{self.port}",
-                "data_dir": str(self.data),
-                "bin_dir": str(bindir),
-                "pgpass": str(self.dir / "pgpass"),
-                "remove_data_directory_on_rewind_failure": True,
-                "remove_data_directory_on_diverged_timelines": True,
-                "authentication": {
-                    "superuser": {"username": bed.pg_admin_user, "password": bed.pg_admin_password},
-                    "replication": {
-                        "username": bed.replication_user, "password": bed.replication_password,
-                    },
-                    "rewind": {"username": bed.pg_admin_user, "password": bed.pg_admin_password},
-                },
-                "parameters": {
-                    "unix_socket_directories": str(self.socket_dir),
-                    "shared_buffers": "32MB",
-                    "fsync": "off",  # the bed loses no data to an OS crash it never has
-                    "full_page_writes": "off",
-                    "log_line_prefix": "%m [%p] %q%u@%d ",
-                    "timezone": "UTC",
-                    "log_timezone": "UTC",
-                },
-                "pg_hba": [
-                    "local all all trust",
-                    "local replication all trust",
-                    f"host replication {bed.replication_user} 127.0.0.1/32 scram-sha-256",
-                    "host all all 127.0.0.1/32 scram-sha-256",
-                ],
-            },
-            "watchdog": {"mode": "off"},
-            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
-        }
+            raise BedError("PostgreSQL server binaries not found; run: python -m resilient_db_testbed.bed install")
+        conf = patroni_conf(self.cfg, self.name, self.dir, bindir)
         # JSON is YAML: no YAML writer needed on the bed's side.
         self.yaml.write_text(json.dumps(conf, indent=2) + "\n")
 

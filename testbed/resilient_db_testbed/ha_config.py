@@ -1,6 +1,6 @@
 """Where the high-availability clusters of the bed live and listen.
 
-The clusters are opt-in (``python -m resilient_db.testing.ha up``): a
+The clusters are opt-in (``python -m resilient_db_testbed.ha up``): a
 Patroni-managed PostgreSQL cluster of three members on a single-node etcd, and
 a three-node MariaDB Galera cluster. Their ports follow
 ``RESILIENT_DB_BED_PORT_BASE`` like the ordinary bed's; each base port ends in
@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from resilient_db.testing.bed_config import BedConfig, config
+from resilient_db_testbed.bed_config import BedConfig, config
 
 __all__ = ["MEMBERS", "NODES", "PATRONI_TIMINGS", "HaConfig", "ha_config"]
 

@@ -9,7 +9,7 @@ In-process::
         proxy.delay(0.2)   # add latency to each forwarded chunk
         proxy.heal()
 
-Standalone: ``python -m resilient_db.testing.proxy --listen 127.0.0.1:23316
+Standalone: ``python -m resilient_db_testbed.proxy --listen 127.0.0.1:23316
 --target 127.0.0.1:23306 [--pidfile FILE]`` (SIGTERM or SIGINT stops it).
 """
 
@@ -311,7 +311,7 @@ def _address(text: str) -> tuple[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a proxy in the foreground until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m resilient_db.testing.proxy")
+    parser = argparse.ArgumentParser(prog="python -m resilient_db_testbed.proxy")
     parser.add_argument("--listen", type=_address, required=True, help="HOST:PORT to listen on")
     parser.add_argument("--target", type=_address, required=True, help="HOST:PORT to forward to")
     parser.add_argument("--pidfile", type=Path, help="write the process id here")
