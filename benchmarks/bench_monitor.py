@@ -61,31 +61,39 @@ def request(alias: str) -> Callable[[], None]:
     return call
 
 
-def one_peer_frozen(freezer: Any) -> list[str]:
+# The peers each scenario freezes, by vendor: (alias, persistent alias, peers, their kind).
+PEERS = {
+    "PostgreSQL": ("pool", "pool_persistent", ("pgbouncer_a", "pgbouncer_b"), "PgBouncer"),
+    "MariaDB": ("mpool", "mpool_persistent", ("maria_peer_a", "maria_peer_b"), "MariaDB"),
+}
+
+
+def one_peer_frozen(freezer: Any, vendor: str = "PostgreSQL") -> list[str]:
+    alias, _, peers, kind = PEERS[vendor]
     window = scaled(20.0)
-    threading.Timer(0.5, freezer, args=("pgbouncer_a",)).start()
+    threading.Timer(0.5, freezer, args=(peers[0],)).start()
     try:
-        calls = paced(20, window, request("pool"))
+        calls = paced(20, window, request(alias))
     finally:
         time.sleep(0.1)
         freezer.thaw()
     slow = sum(t > 1.0 for t, _ in calls)
     failed = sum(not ok for _, ok in calls)
-    return [f"one of two PgBouncer peers SIGSTOPped {window:.0f} s, new connection per request, "
+    return [f"one of two {kind} peers SIGSTOPped {window:.0f} s, new connection per request, "
             "20 requests/s", f"{len(calls)} requests, {failed} failed, {slow} over 1 s, "
             f"max {ms(max(t for t, _ in calls))}", "0 failed, at most 1 over 1 s"]
 
 
-def both_peers_frozen(freezer: Any) -> list[str]:
+def both_peers_frozen(freezer: Any, vendor: str = "PostgreSQL") -> list[str]:
+    alias, _, peers, kind = PEERS[vendor]
     window = scaled(15.0)
-    freezer("pgbouncer_a")
-    freezer("pgbouncer_b")
+    for peer in peers:
+        freezer(peer)
     try:
-        calls = paced(10, window, request("pool"))
+        calls = paced(10, window, request(alias))
     finally:
         freezer.thaw()
-    thawed = time.monotonic()
-    after = paced(10, 3.0, request("pool"))
+    after = paced(10, 3.0, request(alias))
     first_ok = None
     elapsed = 0.0
     for took, ok in after:
@@ -98,8 +106,7 @@ def both_peers_frozen(freezer: Any) -> list[str]:
     tail = [ok for _, ok in after]
     tail = tail[tail.index(True):] if True in tail else []
     median = statistics.median(t for t, _ in calls[2:]) if len(calls) > 2 else 0.0
-    del thawed
-    return [f"both peers SIGSTOPped {window:.0f} s, 10 requests/s",
+    return [f"both {kind} peers SIGSTOPped {window:.0f} s, 10 requests/s",
             f"{len(calls)} answered ({errors} with AllTargetsDown), after the first two "
             f"{slow} over 1 s, median {median * 1000:.1f} ms; first success "
             f"{ms(first_ok) if first_ok is not None else 'none'} after SIGCONT, then "
@@ -108,10 +115,11 @@ def both_peers_frozen(freezer: Any) -> list[str]:
             "success within 1 s of SIGCONT, then 0 failures"]
 
 
-def two_threads_persistent(freezer: Any) -> list[str]:
+def two_threads_persistent(freezer: Any, vendor: str = "PostgreSQL") -> list[str]:
     from django.db import connections
     from tests.testapp.models import Item
 
+    _, alias, peers, kind = PEERS[vendor]
     window = scaled(20.0)
     stop = threading.Event()
     results: dict[int, list[tuple[float, bool]]] = {0: [], 1: []}
@@ -121,20 +129,20 @@ def two_threads_persistent(freezer: Any) -> list[str]:
             while not stop.is_set():
                 began = time.monotonic()
                 try:
-                    Item.objects.using("pool_persistent").count()
+                    Item.objects.using(alias).count()
                     ok = True
                 except Exception:  # noqa: BLE001 - counted
                     ok = False
                 results[n].append((time.monotonic() - began, ok))
                 time.sleep(0.02)
         finally:
-            connections["pool_persistent"].close()
+            connections[alias].close()
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in (0, 1)]
     for t in threads:
         t.start()
     time.sleep(0.5)
-    freezer("pgbouncer_a")
+    freezer(peers[0])
     time.sleep(window)
     freezer.thaw()
     stop.set()
@@ -143,7 +151,7 @@ def two_threads_persistent(freezer: Any) -> list[str]:
     failed = sum(not ok for r in results.values() for _, ok in r)
     worst = max(t for r in results.values() for t, _ in r)
     slow = [sum(t > 1.0 for t, _ in r) for r in results.values()]
-    return [f"persistent connections, 2 threads, serving PgBouncer SIGSTOPped {window:.0f} s, "
+    return [f"persistent connections, 2 threads, serving {kind} peer SIGSTOPped {window:.0f} s, "
             "default settings (no STALL_TIMEOUT)",
             f"{sum(len(r) for r in results.values())} reads, {failed} failed, slowest "
             f"{ms(worst)}, slow (> 1 s) per thread {slow}",
@@ -200,14 +208,15 @@ def worker_loop_restart(server: Any) -> list[str]:
             "0 failed, resumed within 500 ms"]
 
 
-def hammered_endpoint(freezer: Any) -> list[str]:
+def hammered_endpoint(freezer: Any, vendor: str = "PostgreSQL") -> list[str]:
     from django.test import RequestFactory
 
     from resilient_db.health import snapshot
     from resilient_db.health.views import health
 
+    _, _, peers, kind = PEERS[vendor]
     factory = RequestFactory()
-    freezer("pgbouncer_a")
+    freezer(peers[0])
     try:
         health(factory.get("/"))  # the first call of a process waits for its first probes
         before = snapshot.started
@@ -242,7 +251,7 @@ def hammered_endpoint(freezer: Any) -> list[str]:
         freezer.thaw()
     durations.sort()
     p99 = durations[int(len(durations) * 0.99)]
-    return [f"readiness endpoint, 8 threads for {window:.0f} s, one target SIGSTOPped",
+    return [f"readiness endpoint, 8 threads for {window:.0f} s, one {kind} target SIGSTOPped",
             f"{len(durations)} calls, p99 {p99 * 1000:.1f} ms; ordinary request alongside max "
             f"{ms(max(ordinary))}; {probes} probes for {targets} targets "
             f"({probes / max(targets, 1):.1f} per target)",
@@ -368,6 +377,7 @@ def main() -> int:
     cfg = config()
     peer_b = {"HOST": cfg.host, "PORT": str(cfg.port("pgbouncer_b"))}
     primary = {"HOST": cfg.host, "PORT": str(cfg.port("pg_primary"))}
+    maria_b = {"HOST": cfg.host, "PORT": str(cfg.port("maria_peer_b"))}
     c.configure(
         {
             "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
@@ -377,6 +387,10 @@ def main() -> int:
             "plain_pool": c.bed_alias(c.PG, "pgbouncer_a", stock=False),
             "stock_pool": c.bed_alias(c.PG, "pgbouncer_a", stock=True),
             "rw": c.bed_alias(c.PG, "pg_replica", stock=False, CONN_MAX_AGE=None),
+            "mprimary": c.bed_alias(c.MARIA, "maria_primary", stock=False, CONN_MAX_AGE=None),
+            "mpool": c.bed_alias(c.MARIA, "maria_peer_a", stock=False, CONN_MAX_AGE=0),
+            "mpool_persistent": c.bed_alias(c.MARIA, "maria_peer_a", stock=False,
+                                            CONN_MAX_AGE=None),
         },
         {
             "DATABASES": {
@@ -384,6 +398,9 @@ def main() -> int:
                 "pool": {"PEERS": [peer_b]},
                 "pool_persistent": {"PEERS": [peer_b]},
                 "rw": {"PEERS": [primary]},
+                "mprimary": {"ROLE": "primary"},
+                "mpool": {"PEERS": [maria_b]},
+                "mpool_persistent": {"PEERS": [maria_b]},
             },
             "CONNECT_TIMEOUT": 2.0,
         },
@@ -401,6 +418,7 @@ def main() -> int:
     from resilient_db_testbed.faults import Freezer, ServerControl
 
     c.ensure_tables("primary", Item)
+    c.ensure_tables("mprimary", Item)
     freezer, server = Freezer(), ServerControl()
     rows: list[list[str]] = []
     scenarios: list[Callable[[], list[str]]] = [
@@ -413,6 +431,10 @@ def main() -> int:
         redis_push,
         read_only_write,
         heartbeat_overhead,
+        lambda: one_peer_frozen(freezer, "MariaDB"),
+        lambda: both_peers_frozen(freezer, "MariaDB"),
+        lambda: two_threads_persistent(freezer, "MariaDB"),
+        lambda: hammered_endpoint(freezer, "MariaDB"),
     ]
     try:
         for scenario in scenarios:
@@ -429,7 +451,8 @@ def main() -> int:
         stop_monitor()
         c.cleanup()
     markdown = (
-        "Command: `python benchmarks/bench_monitor.py` (real SIGSTOP/SIGCONT of PgBouncer, "
+        "Command: `python benchmarks/bench_monitor.py` (real SIGSTOP/SIGCONT of PgBouncer "
+        "and of the MariaDB peers, "
         "`pg_ctl stop -m fast`/start, a standby refusing a write, Redis pub/sub; default "
         "settings unless the scenario says otherwise, `CONNECT_TIMEOUT` 2 s). The per-query "
         "ratios vary widely between blocks on a shared two-core machine (see min–max); the "

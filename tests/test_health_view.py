@@ -173,15 +173,16 @@ def test_prometheus_metrics_follow_signals(bed: BedConfig) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("frozen", ["pgbouncer_a", "maria_peer_a"])
 def test_hammered_endpoint_with_a_frozen_target_answers_fast_and_probes_once_per_interval(
-    bed: BedConfig, freeze_peer: Any
+    bed: BedConfig, freeze_peer: Any, frozen: str
 ) -> None:
     import threading
     import time
 
     from resilient_db.health import snapshot
 
-    freeze_peer("pgbouncer_a")
+    freeze_peer(frozen)
     # The first call in a process waits for its first probes (at most the
     # probe timeout); every later one answers from them.
     assert Client().get(URL).status_code == 200
