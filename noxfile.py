@@ -219,8 +219,9 @@ def chaos(session: nox.Session) -> None:
 def ha(session: nox.Session, driver: str) -> None:
     """Bring the HA clusters up (Patroni, Galera), run tests/ha against them, take them down.
 
-    Not part of ``ci``: Patroni's own failover alone takes about 20 s per leader
-    kill, and the whole session several minutes.
+    Extra arguments replace the test path: ``ci`` runs every HA test with
+    psycopg 3 and only the Patroni ones with psycopg2 (the Galera tests do not
+    use the PostgreSQL driver).
     """
     _install_system_packages(session)
     session.run(
@@ -229,9 +230,13 @@ def ha(session: nox.Session, driver: str) -> None:
     )
     session.install(".", TESTBED, "django>=5.2,<5.3", *DRIVERS[driver], *TEST_DEPS)
     env = {**TEST_ENV, "RESILIENT_DB_HA": "1"}
-    session.run("python", "-m", "resilient_db_testbed.ha", "up", env=env)
+    # Only the clusters the chosen tests use.
+    paths = session.posargs or ["tests/ha"]
+    only = [f"--only={name}" for name in ("patroni", "galera")
+            if paths and all(name in path for path in paths)]
+    session.run("python", "-m", "resilient_db_testbed.ha", "up", *only, env=env)
     try:
-        session.run("pytest", "tests/ha", "-m", "ha", *session.posargs, env=env)
+        session.run("pytest", *paths, "-m", "ha", env=env)
     finally:
         session.run("python", "-m", "resilient_db_testbed.ha", "down", env=env)
 
@@ -290,7 +295,7 @@ SUITE_CELLS = [
 
 @nox.session(python=False)
 def ci(session: nox.Session) -> None:
-    """Run everything CI checks: lint, types, docs, the required cells, Django's suite, the example, the package."""
+    """Run everything CI checks: lint, types, docs, the required cells, Django's suite, the HA clusters, the example, the package."""
     session.notify("lint")
     session.notify("types")
     session.notify("docs")
@@ -301,5 +306,9 @@ def ci(session: nox.Session) -> None:
             f"django_suite-{python}(django='{django}', driver='{driver}')",
             ["--modes", modes],
         )
+    # The HA clusters (issue: leader changes and Galera nodes): every test on
+    # psycopg 3, the Patroni ones again on psycopg2.
+    session.notify("ha(driver='psycopg3')")
+    session.notify("ha(driver='psycopg2')", ["tests/ha/test_patroni.py"])
     session.notify("example")
     session.notify("package")

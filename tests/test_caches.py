@@ -81,7 +81,7 @@ def test_importing_the_package_connects_nothing() -> None:
         assert ours == [], ours
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "testbed")])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
 
@@ -107,7 +107,7 @@ def test_a_forked_child_starts_from_empty_caches() -> None:
     )
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "testbed")]),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
     }
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120, cwd=ROOT)

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from importlib import import_module
 from typing import Any
 
+from resilient_db.connect_timeouts import effective_timeout
 from resilient_db.problems import Problem
 from resilient_db.settings_model import KEY_DATABASES, AliasConfig, PeerSpec, ResilientSettings
 from resilient_db.settings_values import shown
@@ -256,8 +257,6 @@ def timeout_problems(
     parsed: ResilientSettings, alias: str, base: Mapping[str, Any], vendor: str | None
 ) -> list[Problem]:
     """Warn when one connect attempt of ``alias`` may use the whole retry deadline."""
-    from resilient_db.backends.timeouts import effective_timeout
-
     cfg = parsed.alias(alias)
     fails_over = bool(cfg.peers) or parsed.primary_of(alias) is not None
     if not fails_over or vendor not in ("postgresql", "mysql"):
@@ -265,7 +264,7 @@ def timeout_problems(
     deadline = parsed.retry.deadline
     own = _connect_timeout(base.get("OPTIONS"))
     # Where the attempt's timeout comes from: the user's OPTIONS win over
-    # CONNECT_TIMEOUT (backends/timeouts.py), peers' own OPTIONS over the alias's.
+    # CONNECT_TIMEOUT (connect_timeouts.py), peers' own OPTIONS over the alias's.
     sources: list[tuple[str, float]] = [
         (f"DATABASES[{alias!r}]['OPTIONS']['connect_timeout']", own)
         if own is not None

@@ -33,7 +33,7 @@ from resilient_db.backends.pooling import is_pooled, live_pooled_connection
 from resilient_db.backends.retry import retry_wrapper
 from resilient_db.backends.session import Session
 from resilient_db.backends.stall import Watching, describe
-from resilient_db.backends.timeouts import apply_connect_timeout
+from resilient_db.connect_timeouts import apply_connect_timeout
 from resilient_db.exceptions import ConnectionLost, OutcomeUnknown
 
 if TYPE_CHECKING:
