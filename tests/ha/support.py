@@ -71,7 +71,9 @@ class Load:
             ok, error = True, ""
         except Exception as exc:  # noqa: BLE001 - every failure is counted, none may pass silently
             ok, error = False, f"{type(exc).__name__}: {exc}"[:300]
-        chosen = db.resilience.target
+        # Stock Django's wrapper (the comparison runs) has no session.
+        session = getattr(db, "resilience", None)
+        chosen = session.target if session is not None else None
         target = chosen.label if chosen is not None else None
         self.outcomes.append(
             Outcome(began, time.monotonic() - began, kind, ok, target, token, error)
