@@ -25,6 +25,8 @@ DBS: dict[str, dict[str, Any]] = {
     "replica": {"ENGINE": "resilient_db.backends.postgresql", "HOST": "pg-r", "PORT": "5432",
                 "NAME": "app"},
     "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    "mysql_replica": {"ENGINE": "resilient_db.backends.mysql", "HOST": "my-r", "PORT": "3306",
+                      "NAME": "app"},
 }
 
 
@@ -116,6 +118,13 @@ def test_registered_with_django() -> None:
             "resilient_db.E016",
         ),
         ({"DATABASES": {"default": {"MAX_REPLICA_LAG": 3}}}, "resilient_db.W015"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 1024}}}, "resilient_db.W015"),
+        (
+            {"DATABASES": {"default": {"REPLICAS": ["mysql_replica"],
+                                       "MAX_REPLICA_LAG_BYTES": 1024}}},
+            "resilient_db.E021",
+        ),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 1.5}}}, "resilient_db.E004"),
         (
             {"DATABASES": {"default": {"REPLICAS": ["other"]}, "replica": {"REPLICAS": ["other"]}}},
             "resilient_db.W016",
@@ -233,7 +242,7 @@ _values = st.recursive(
             st.one_of(
                 st.sampled_from(
                     ["HOST", "PORT", "NAME", "PRIORITY", "PEERS", "REPLICAS", "ROLE",
-                     "MAX_REPLICA_LAG", "POLICY", "SECONDS", "STORE"]
+                     "MAX_REPLICA_LAG", "MAX_REPLICA_LAG_BYTES", "POLICY", "SECONDS", "STORE"]
                 ),
                 st.text(max_size=5),
             ),
