@@ -89,6 +89,20 @@ def test_registered_with_django() -> None:
     assert "resilient_db.E012" in found
 
 
+def test_members_of_an_ha_cluster_may_be_peers_of_a_primary_role_alias_and_its_replicas() -> None:
+    # The Patroni layout of docs/ha.md: every member is a peer of the primary
+    # alias (ROLE "primary" checks which one takes writes) and a server of its
+    # replica alias.
+    rdb = {"DATABASES": {"default": {"REPLICAS": ["replica"], "ROLE": "primary",
+                                     "PEERS": [{"HOST": "pg-r", "PORT": 5432}],
+                                     "MAX_REPLICA_LAG_BYTES": 16 * 2**20},
+                         "replica": {"ROLE": "replica",
+                                     "PEERS": [{"HOST": "pg-a", "PORT": 5432}]}}}
+    with db_settings(DATABASES=DBS, RESILIENT_DB=rdb):
+        messages = run_all()
+    assert [m.id for m in messages if m.is_serious()] == []
+
+
 @pytest.mark.parametrize(
     ("rdb", "expected"),
     [

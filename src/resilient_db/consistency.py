@@ -185,6 +185,13 @@ def _peers_that_are_replicas(
             server = _server(databases[peer.alias])
         else:
             server = _server({**base, **peer.overrides})
+            if cfg.role == "primary":
+                # The members of an HA cluster (Patroni): any of them may be
+                # the leader tomorrow, so they are this alias's PEERS and the
+                # servers of its replica alias alike. ROLE "primary" has each
+                # connection check that its server takes writes: a member
+                # that is a replica now never gets one.
+                continue
         if server in replica_servers:
             out.append(_peer_is_replica(pkey, replica_servers[server]))
     return out
