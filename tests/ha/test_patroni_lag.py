@@ -11,7 +11,9 @@ the persistent connections of the replica alias return to it.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -68,6 +70,45 @@ def _grouped(ha: HaConfig, leader: str, preferred: str) -> Iterator[None]:
         yield
 
 
+def _replay_paused(cluster: PatroniCluster, name: str) -> bool:
+    state = cluster.member(name).psql("SELECT pg_get_wal_replay_pause_state();")
+    return state.strip() == "paused"
+
+
+def _maintenance(cluster: PatroniCluster, on: bool) -> None:
+    """Put Patroni in maintenance mode (or out of it) and wait until the cluster says so.
+
+    Outside maintenance mode Patroni resumes a replica's paused replay within
+    a ``loop_wait``.
+    """
+    leader = cluster.leader() or MEMBERS[0]
+    request = urllib.request.Request(
+        f"http://{cluster.cfg.host}:{cluster.members[leader].rest_port}/config",
+        data=json.dumps({"pause": on}).encode(), method="PATCH",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10.0) as resp:
+        resp.read()
+    deadline = time.monotonic() + 30.0
+    while bool(cluster.topology().get("pause")) != on:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Patroni maintenance mode never became {on}")
+        time.sleep(0.2)
+
+
+def _hold_replay(cluster: PatroniCluster, name: str) -> None:
+    """Pause replay on ``name`` and wait until it holds (a rejoiner may still be restarting)."""
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # a member restarting refuses the session
+            cluster.pause_replay(name)
+            time.sleep(1.0)
+            if _replay_paused(cluster, name):
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"replay on {name} never paused")
+
+
 def _load() -> Load:
     return Load(
         backend=type(connections["default"]),
@@ -84,15 +125,17 @@ def test_rejoined_member_gets_reads_only_once_caught_up(ha_bed, cluster, fresh_r
     table.kill_leader()
     table.wait_new_leader(old, timeout=60.0)
     table.restart_member(old)  # rejoins as a replica
-    table.pause_replay(old)
     new = table.leader()
     assert new is not None and new != old
     old_port = f":{ha_bed.member_port(old)}/"
+    _maintenance(table, True)
     try:
+        _hold_replay(table, old)
         with _grouped(ha_bed, new, old):
             load = _load()
             load.run(6.0, lambda: None, fault_at=0.0)
             paused = list(load.outcomes)
+            assert _replay_paused(table, old), "replay resumed during the test"
             table.resume_replay(old)
             load.stop.clear()
             load.outcomes.clear()
@@ -101,6 +144,7 @@ def test_rejoined_member_gets_reads_only_once_caught_up(ha_bed, cluster, fresh_r
             resumed = list(load.outcomes)
     finally:
         table.resume_replay(old)
+        _maintenance(table, False)
     start = paused[0].started if paused else 0.0
     # The first reads of a new process may reach it before its lag is measured
     # (a cold start); from 2 s on, none while it is behind.
@@ -116,7 +160,8 @@ def test_rejoined_member_gets_reads_only_once_caught_up(ha_bed, cluster, fresh_r
               f"{len(late_paused)} reads on it while paused; after resume, reads back on it "
               f"{first_back if first_back is None else round(first_back, 2)} s later "
               f"({len(on_old_resumed)} reads); {len(writes_on_old)} writes on it; "
-              f"{len(load.failed())} failed")
+              f"{len(load.failed())} failed; errors "
+              f"{sorted({o.error[:200] for o in paused + resumed if not o.ok})[:3]}")
     assert late_paused
     assert not on_old_paused
     assert on_old_resumed

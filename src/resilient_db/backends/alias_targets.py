@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from resilient_db.conf import get_settings
 from resilient_db.health.group_lag import freshness_of
-from resilient_db.health.targets import Target, build_targets
+from resilient_db.health.targets import Target, alias_settings, build_targets
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -45,9 +45,7 @@ def primary_fallback_targets(db: BaseDatabaseWrapper) -> tuple[Target, ...]:
     primary = settings.primary_of(db.alias)
     if primary is None:
         return ()
-    from django.db import connections
-
-    base = connections[primary].settings_dict
+    base = alias_settings(primary)
     keys = ("HOST", "PORT", "NAME", "USER", "PASSWORD", "OPTIONS")
     out = []
     for target in build_targets(primary, base, settings.alias(primary)):
