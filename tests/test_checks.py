@@ -25,6 +25,8 @@ DBS: dict[str, dict[str, Any]] = {
     "replica": {"ENGINE": "resilient_db.backends.postgresql", "HOST": "pg-r", "PORT": "5432",
                 "NAME": "app"},
     "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+    "mysql_replica": {"ENGINE": "resilient_db.backends.mysql", "HOST": "my-r", "PORT": "3306",
+                      "NAME": "app"},
 }
 
 
@@ -87,6 +89,20 @@ def test_registered_with_django() -> None:
     assert "resilient_db.E012" in found
 
 
+def test_members_of_an_ha_cluster_may_be_peers_of_a_primary_role_alias_and_its_replicas() -> None:
+    # The Patroni layout of docs/ha.md: every member is a peer of the primary
+    # alias (ROLE "primary" checks which one takes writes) and a server of its
+    # replica alias.
+    rdb = {"DATABASES": {"default": {"REPLICAS": ["replica"], "ROLE": "primary",
+                                     "PEERS": [{"HOST": "pg-r", "PORT": 5432}],
+                                     "MAX_REPLICA_LAG_BYTES": 16 * 2**20},
+                         "replica": {"ROLE": "replica",
+                                     "PEERS": [{"HOST": "pg-a", "PORT": 5432}]}}}
+    with db_settings(DATABASES=DBS, RESILIENT_DB=rdb):
+        messages = run_all()
+    assert [m.id for m in messages if m.is_serious()] == []
+
+
 @pytest.mark.parametrize(
     ("rdb", "expected"),
     [
@@ -116,6 +132,13 @@ def test_registered_with_django() -> None:
             "resilient_db.E016",
         ),
         ({"DATABASES": {"default": {"MAX_REPLICA_LAG": 3}}}, "resilient_db.W015"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 1024}}}, "resilient_db.W015"),
+        (
+            {"DATABASES": {"default": {"REPLICAS": ["mysql_replica"],
+                                       "MAX_REPLICA_LAG_BYTES": 1024}}},
+            "resilient_db.E021",
+        ),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 1.5}}}, "resilient_db.E004"),
         (
             {"DATABASES": {"default": {"REPLICAS": ["other"]}, "replica": {"REPLICAS": ["other"]}}},
             "resilient_db.W016",
@@ -233,7 +256,7 @@ _values = st.recursive(
             st.one_of(
                 st.sampled_from(
                     ["HOST", "PORT", "NAME", "PRIORITY", "PEERS", "REPLICAS", "ROLE",
-                     "MAX_REPLICA_LAG", "POLICY", "SECONDS", "STORE"]
+                     "MAX_REPLICA_LAG", "MAX_REPLICA_LAG_BYTES", "POLICY", "SECONDS", "STORE"]
                 ),
                 st.text(max_size=5),
             ),

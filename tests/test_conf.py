@@ -54,6 +54,7 @@ def test_full_shape_parses() -> None:
                     ],
                     "REPLICAS": ["replica"],
                     "MAX_REPLICA_LAG": 2.5,
+                    "MAX_REPLICA_LAG_BYTES": 16 * 2**20,
                     "ROLE": "primary",
                     "POLICY": "round_robin",
                 }
@@ -78,6 +79,8 @@ def test_full_shape_parses() -> None:
     }
     assert cfg.peers[1].overrides == {"HOST": "pgb-c", "PORT": "6432"}
     assert cfg.peers[1].priority == 2
+    assert cfg.max_replica_lag_bytes == 16 * 2**20
+    assert isinstance(cfg.max_replica_lag_bytes, int)
     assert cfg.replicas == ("replica",)
     assert cfg.max_replica_lag == 2.5
     assert parsed.primary_of("replica") == "default"
@@ -217,6 +220,10 @@ def test_any_shape_gives_problems_never_a_traceback(raw: object) -> None:
         ({"RETRY": {"DEADLINE": 1e300}}, "resilient_db.E004"),
         ({"STALL_TIMEOUT": 10**5000}, "resilient_db.E004"),
         ({"DATABASES": {"default": {"MAX_REPLICA_LAG": 1e12}}}, "resilient_db.E004"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 2**41}}}, "resilient_db.E004"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 0}}}, "resilient_db.E004"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": 1e6}}}, "resilient_db.E004"),
+        ({"DATABASES": {"default": {"MAX_REPLICA_LAG_BYTES": "16MB"}}}, "resilient_db.E004"),
         ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PRIORITY": 10**400}]}}},
          "resilient_db.E008"),
         ({"DATABASES": {"default": {"PEERS": [{"HOST": "x", "PORT": "abc"}]}}},

@@ -472,6 +472,7 @@ class _FrozenClock:
 def docs_example_report() -> Any:
     """The situation shown in docs/dbhealth.md, as the command builds it."""
     from resilient_db.health.errors import Category
+    from resilient_db.health.freshness import NO_LIMITS, LagLimits
     from resilient_db.health.records import State, TargetHealth
     from resilient_db.health.report import Report, TargetRow, _alias_verdict
     from resilient_db.health.targets import Target
@@ -509,9 +510,9 @@ def docs_example_report() -> Any:
     return Report(
         status="degraded",
         aliases=(
-            _alias_verdict("default", "primary", None, ("replica",), None, default),
-            _alias_verdict("replica", "replica", "default", (), 5.0, replica),
-            _alias_verdict("bouncers", "standalone", None, (), None, bouncers),
+            _alias_verdict("default", "primary", None, ("replica",), NO_LIMITS, default),
+            _alias_verdict("replica", "replica", "default", (), LagLimits(5.0), replica),
+            _alias_verdict("bouncers", "standalone", None, (), NO_LIMITS, bouncers),
         ),
         targets=(*default, *replica, *bouncers),
         generated_at=now,

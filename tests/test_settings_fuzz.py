@@ -54,6 +54,7 @@ def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 junk_key = st.one_of(st.text(max_size=5), st.integers(), huge)  # a key no dict expects
 seconds = mostly(st.one_of(st.floats(0.01, 30.0), st.integers(0, 100)))
 count = mostly(st.integers(0, 5))
+nbytes = mostly(st.one_of(st.integers(1, 2**30), st.sampled_from([0, -1, 2**41, 1.5, 1e6])))
 
 def odd(valid: list[str], invalid: list[str]) -> st.SearchStrategy[str]:
     """Return one of ``valid`` about 3 times in 4, else one of ``invalid``."""
@@ -125,6 +126,7 @@ alias_cfg = mostly(
             "PEERS": peers,
             "REPLICAS": mostly(st.lists(st.sampled_from(ALIASES + ["replcia"]), max_size=2)),
             "MAX_REPLICA_LAG": st.one_of(seconds, st.none()),
+            "MAX_REPLICA_LAG_BYTES": st.one_of(nbytes, st.none()),
             "ROLE": mostly(st.sampled_from(["primary", "replica", None])),
             "POLICY": mostly(st.sampled_from(["priority", "random", "round_robin"])),
             "STALL_TIMEOUT": st.one_of(seconds, st.none()),

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient_db.conf import get_settings, parse_settings
-from resilient_db.health.freshness import judge_replica, lag_within, max_measurement_age
+from resilient_db.health.freshness import (
+    LagLimits,
+    judge_replica,
+    lag_bytes,
+    lag_within,
+    max_measurement_age,
+    measurement_verdict,
+    primary_position,
+)
 from resilient_db.topology import Topology, get_topology, topology_of
 
 
@@ -138,12 +146,72 @@ def test_a_measurement_counts_with_its_age_and_expires() -> None:
     assert judge(Record(), max_lag=None) == (None, None, None)
 
 
-def test_the_worst_usable_target_decides() -> None:
+def test_each_target_is_judged_on_its_own() -> None:
     fresh = Record(lag=0.5, lag_measured_at=NOW)
     behind = Record(lag=9.0, lag_measured_at=NOW)
     assert judge(fresh, Record(usable=False, lag=99.0, lag_measured_at=NOW)) == (None, 0.5, None)
-    assert judge(fresh, behind) == ("lag", 9.0, None)
+    # One fresh target is enough: the connection skips the lagging one
+    # (backends/alias_targets.by_freshness), so the worst fresh one is the lag.
+    assert judge(fresh, behind) == (None, 0.5, None)
+    assert judge(fresh, Record(lag=2.0, lag_measured_at=NOW)) == (None, 2.0, None)
+    assert judge(behind, Record(lag=7.0, lag_measured_at=NOW)) == ("lag", 7.0, None)
+    assert judge(behind, Record(lag=1.0, lag_measured_at=NOW - 9.0)) == ("unknown_lag", None, None)
     assert judge(Record(usable=False)) == ("down", None, None)
+
+
+def limits(nbytes: int | None, primary_lsn: int | None, seconds: float | None = None) -> LagLimits:
+    return LagLimits(seconds, nbytes, primary_lsn)
+
+
+def test_the_byte_limit_is_the_primary_position_minus_the_replayed_one() -> None:
+    def by_bytes(*records: Record, lim: LagLimits) -> object:
+        return judge_replica(records, max_lag=lim.seconds, max_age=3.5, min_lsn=None, now=NOW,
+                             limits=lim)
+
+    near = Record(lag=0.0, lag_measured_at=NOW, lsn=9_000)
+    far = Record(lag=0.0, lag_measured_at=NOW, lsn=1_000)
+    assert by_bytes(near, lim=limits(1_000, 10_000))[0] is None
+    assert by_bytes(far, lim=limits(1_000, 10_000)) == ("lag", 0.0, None)
+    # Measured after the primary, a replica may be past its older position: 0, never negative.
+    assert by_bytes(Record(lag=0.0, lag_measured_at=NOW, lsn=20_000), lim=limits(1, 10_000))[0] is None
+    # Unknown on either side, with a byte limit set, is unknown lag.
+    assert by_bytes(near, lim=limits(1_000, None))[0] == "unknown_lag"
+    assert by_bytes(Record(lag=0.0, lag_measured_at=NOW), lim=limits(1_000, 10_000))[0] == "unknown_lag"
+    assert by_bytes(Record(), lim=limits(1_000, 10_000))[0] == "lag_unmeasured"
+    # Both limits hold at once: within the bytes but beyond the seconds is lag.
+    slow = Record(lag=8.0, lag_measured_at=NOW, lsn=9_999)
+    assert by_bytes(slow, lim=limits(1_000, 10_000, seconds=5.0)) == ("lag", 8.0, None)
+    # The per-target rule: a caught-up target serves while a far one is skipped.
+    assert by_bytes(far, near, lim=limits(1_000, 10_000))[0] is None
+
+
+@given(st.none() | st.integers(0, 2**40), st.none() | st.integers(0, 2**40), st.integers(1, 2**40))
+def test_byte_lag_is_never_negative_and_unknown_means_not_fresh(
+    primary: int | None, replayed: int | None, limit: int
+) -> None:
+    behind = lag_bytes(primary, replayed)
+    assert (behind is None) == (primary is None or replayed is None)
+    assert behind is None or behind >= 0
+    verdict = measurement_verdict(0.0, replayed, LagLimits(None, limit, primary))
+    assert (verdict is None) == (behind is not None and behind <= limit)
+
+
+def test_the_primary_position_is_the_freshest_primary_record() -> None:
+    @dataclass(frozen=True)
+    class Seen:
+        role: str | None
+        lsn: int | None
+        lag_measured_at: float | None
+
+    records = [
+        Seen("primary", 500, NOW),
+        Seen("replica", 900, NOW),  # a standby's replay position is no primary's
+        Seen("primary", 700, NOW - 1.0),
+        Seen("primary", 9_999, NOW - 10.0),  # too old to count
+        Seen("primary", None, NOW),
+    ]
+    assert primary_position(records, max_age=3.5, now=NOW) == 700  # type: ignore[arg-type]
+    assert primary_position(records[1:2], max_age=3.5, now=NOW) is None  # type: ignore[arg-type]
 
 
 def test_a_pinned_write_needs_every_target_replayed_past_it() -> None:

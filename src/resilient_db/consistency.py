@@ -3,7 +3,7 @@
 Pure functions returning :class:`~resilient_db.problems.Problem` records, so the
 system checks and the run-time guard in :func:`resilient_db.conf.get_settings`
 judge a configuration with the same code and say the same thing (ids E012-E016,
-W015, W016).
+E021, W015, W016).
 """
 
 from __future__ import annotations
@@ -74,18 +74,49 @@ def consistency_problems(
             )
         out.extend(_replica_list_problems(parsed, alias, cfg, databases))
         out.extend(_peers_that_are_replicas(parsed, alias, cfg, databases))
-        if cfg.max_replica_lag is not None and not cfg.replicas:
+        out.extend(_lag_limit_problems(alias, cfg, databases))
+    out.extend(_replica_role_problems(parsed))
+    out.extend(_primary_role_problems(parsed))
+    return out
+
+
+def _lag_limit_problems(
+    alias: str, cfg: AliasConfig, databases: Mapping[str, Mapping[str, Any]]
+) -> list[Problem]:
+    """Return the lag limits of ``alias`` that have no effect or cannot be measured."""
+    key = f"{KEY_DATABASES}[{alias!r}]"
+    out: list[Problem] = []
+    limits = (("MAX_REPLICA_LAG", cfg.max_replica_lag),
+              ("MAX_REPLICA_LAG_BYTES", cfg.max_replica_lag_bytes))
+    for name, limit in limits:
+        if limit is not None and not cfg.replicas:
             out.append(
                 Problem(
                     "resilient_db.W015",
-                    f"{key}['MAX_REPLICA_LAG']",
-                    f"{key}['MAX_REPLICA_LAG'] is set but {alias!r} lists no REPLICAS.",
-                    "MAX_REPLICA_LAG belongs on the primary alias, next to its REPLICAS.",
+                    f"{key}[{name!r}]",
+                    f"{key}[{name!r}] is set but {alias!r} lists no REPLICAS.",
+                    f"{name} belongs on the primary alias, next to its REPLICAS.",
                     "warning",
                 )
             )
-    out.extend(_replica_role_problems(parsed))
-    out.extend(_primary_role_problems(parsed))
+    if cfg.max_replica_lag_bytes is None or not cfg.replicas:
+        return out
+    # MySQL and MariaDB have no WAL position comparable across servers (a
+    # binary log offset is per file and per server), so a byte limit could
+    # never be judged and every replica would count as of unknown lag.
+    group = (alias, *cfg.replicas)
+    mysql = [a for a in group if "mysql" in str((databases.get(a) or {}).get("ENGINE") or "")]
+    if mysql:
+        out.append(
+            Problem(
+                "resilient_db.E021",
+                f"{key}['MAX_REPLICA_LAG_BYTES']",
+                f"{key}['MAX_REPLICA_LAG_BYTES'] is set, but {mysql[0]!r} in its group is a "
+                "MySQL/MariaDB database, which has no WAL position to measure lag in bytes.",
+                "Limit the lag of a MySQL/MariaDB group in seconds with MAX_REPLICA_LAG; "
+                "MAX_REPLICA_LAG_BYTES is for PostgreSQL only.",
+            )
+        )
     return out
 
 
@@ -154,6 +185,13 @@ def _peers_that_are_replicas(
             server = _server(databases[peer.alias])
         else:
             server = _server({**base, **peer.overrides})
+            if cfg.role == "primary":
+                # The members of an HA cluster (Patroni): any of them may be
+                # the leader tomorrow, so they are this alias's PEERS and the
+                # servers of its replica alias alike. ROLE "primary" has each
+                # connection check that its server takes writes: a member
+                # that is a replica now never gets one.
+                continue
         if server in replica_servers:
             out.append(_peer_is_replica(pkey, replica_servers[server]))
     return out

@@ -64,6 +64,8 @@ def count(high: int, low: int = 0) -> Range:
 #: ``DATABASES.<alias>.NAME``; a peer's ``PEERS[].NAME``.
 RANGES: dict[str, Range] = {
     "DATABASES.<alias>.MAX_REPLICA_LAG": seconds(DAY),
+    # Bytes of WAL: at least one, at most 1 TiB (far beyond any replica worth reading).
+    "DATABASES.<alias>.MAX_REPLICA_LAG_BYTES": count(2**40, low=1),
     "DATABASES.<alias>.STALL_TIMEOUT": seconds(DAY),
     "DATABASES.<alias>.PEERS[].PRIORITY": count(1000, low=-1000),
     "DATABASES.<alias>.PEERS[].PORT": count(65535, low=1),

@@ -49,6 +49,8 @@ class AliasConfig:
     peers: tuple[PeerSpec, ...] = ()
     replicas: tuple[str, ...] = ()
     max_replica_lag: float | None = None
+    # PostgreSQL only: bytes of WAL a replica may be behind its primary.
+    max_replica_lag_bytes: int | None = None
     role: Role | None = None
     policy: Policy = "priority"
     # STALL_TIMEOUT given for this alias (None in it turns the watchdog off);

@@ -51,7 +51,8 @@ TOP_KEYS = frozenset(
     }
 )
 ALIAS_KEYS = frozenset(
-    {"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "ROLE", "POLICY", "STALL_TIMEOUT"}
+    {"PEERS", "REPLICAS", "MAX_REPLICA_LAG", "MAX_REPLICA_LAG_BYTES", "ROLE", "POLICY",
+     "STALL_TIMEOUT"}
 )
 RETRY_KEYS = frozenset({"READS", "DEADLINE", "BACKOFF", "ATOMIC_ATTEMPTS", "HOLD"})
 PINNING_KEYS = frozenset(
@@ -153,10 +154,16 @@ class SettingsParser(PeerParser):
         lag: float | None = None
         if value.get("MAX_REPLICA_LAG") is not None:
             lag = self.number(value, "MAX_REPLICA_LAG", key, 5.0, _ALIAS + "MAX_REPLICA_LAG")
+        lag_bytes: int | None = None
+        if value.get("MAX_REPLICA_LAG_BYTES") is not None:
+            lag_bytes = self.integer(
+                value, "MAX_REPLICA_LAG_BYTES", key, 16 * 2**20, _ALIAS + "MAX_REPLICA_LAG_BYTES"
+            )
         return AliasConfig(
             peers=peers,
             replicas=replicas,
             max_replica_lag=lag,
+            max_replica_lag_bytes=lag_bytes,
             role=self.choice(value, "ROLE", key, (*ROLES, None), None),
             policy=self.choice(value, "POLICY", key, POLICIES, "priority"),
             stall_timeout=self.optional_number(

@@ -38,6 +38,8 @@ class Topology:
     replicas: Mapping[str, tuple[str, ...]]
     # primary -> its MAX_REPLICA_LAG
     max_lag: Mapping[str, float | None]
+    # primary -> its MAX_REPLICA_LAG_BYTES (PostgreSQL only)
+    max_lag_bytes: Mapping[str, int | None]
     # primary or replica alias -> the primary of its routing group; a primary
     # is always the head of its own group, even if another lists it
     group_of: Mapping[str, str]
@@ -52,6 +54,7 @@ class Topology:
         """Return the topology of ``settings``."""
         replicas: dict[str, tuple[str, ...]] = {}
         max_lag: dict[str, float | None] = {}
+        max_lag_bytes: dict[str, int | None] = {}
         group_of: dict[str, str] = {}
         listed_by: dict[str, str] = {}
         for primary, cfg in settings.databases.items():
@@ -61,6 +64,7 @@ class Topology:
                 continue
             replicas[primary] = tuple(r for r in cfg.replicas if r != primary)
             max_lag[primary] = cfg.max_replica_lag
+            max_lag_bytes[primary] = cfg.max_replica_lag_bytes
             group_of[primary] = primary
             for replica in replicas[primary]:
                 group_of.setdefault(replica, primary)
@@ -68,6 +72,7 @@ class Topology:
             settings=settings,
             replicas=replicas,
             max_lag=max_lag,
+            max_lag_bytes=max_lag_bytes,
             group_of=group_of,
             replica_set=frozenset(r for rs in replicas.values() for r in rs),
             listed_by=listed_by,

@@ -225,3 +225,18 @@ def test_a_replica_alias_pointing_at_a_primary_is_reported(bed, fresh_registry):
     finally:
         signals.role_mismatch.disconnect(receiver)
     assert [(e["alias"], e["role"], e["expected"]) for e in seen] == [("mis", "primary", "replica")]
+
+
+def test_a_byte_limit_has_the_primary_position_measured_each_lag_check():
+    from resilient_db.health.monitor import _lag_checked
+    from resilient_db.settings_parser import parse_settings
+
+    seconds_only, _ = parse_settings(
+        {"DATABASES": {"default": {"REPLICAS": ["replica"], "MAX_REPLICA_LAG": 5.0}}}
+    )
+    assert _lag_checked(seconds_only) == {"replica"}
+    with_bytes, _ = parse_settings(
+        {"DATABASES": {"default": {"REPLICAS": ["replica"], "MAX_REPLICA_LAG_BYTES": 1024}}}
+    )
+    # The byte lag is the primary's position minus the replica's: both are measured.
+    assert _lag_checked(with_bytes) == {"default", "replica"}

@@ -19,7 +19,11 @@ from django.db import DatabaseError
 
 from resilient_db import signals
 from resilient_db.backends import liveness
-from resilient_db.backends.alias_targets import primary_fallback_targets, targets_of
+from resilient_db.backends.alias_targets import (
+    by_freshness,
+    primary_fallback_targets,
+    targets_of,
+)
 from resilient_db.conf import get_settings
 from resilient_db.exceptions import AllTargetsDown, Attempt, NodeNotReady
 from resilient_db.health.errors import Category, classify
@@ -114,10 +118,15 @@ class _Connect:
             return _last_resort(registry, self.targets)
         plan = _order(registry.plan(self.targets, self.cfg.policy, probe=probe), registry,
                       self.want_writer)
+        behind: list[Target] = []
+        if not self.want_writer:
+            # A replica alias's targets behind its lag limit get no reads
+            # while another target (or the primary) can take them.
+            plan, behind = by_freshness(self.db.alias, plan)
         if self.fallback:
             # The replica's own targets first; the primary only when none answers.
             plan += registry.plan(self.fallback, "priority", probe=probe)
-        return plan
+        return plan + behind
 
     def _round(self, plan: Sequence[Target]) -> Target | None:
         """Try each target of ``plan`` in turn; return the one that accepted, if any."""

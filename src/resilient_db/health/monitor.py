@@ -15,7 +15,10 @@ interpreter exit. It owns (DESIGN rule 10):
   half a second of a server coming back. A server that said it is starting
   gets a gentler schedule, one with too many connections none (rule 6);
 * role and lag of every replica alias's targets every
-  ``HEALTH.LAG_CHECK_INTERVAL`` (one process per interval with a shared store).
+  ``HEALTH.LAG_CHECK_INTERVAL`` (one process per interval with a shared store),
+  and the current WAL position of a primary's targets on the same interval
+  when its group has ``MAX_REPLICA_LAG_BYTES`` (a replica's byte lag is that
+  position minus the replica's replayed one).
 
 Probes run in their own short-lived threads with a hard timeout, so one
 frozen server never delays the re-check of another.
@@ -32,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from resilient_db.conf import get_settings
+from resilient_db.conf import ResilientSettings, get_settings
 from resilient_db.health.targets import Target
 
 if TYPE_CHECKING:
@@ -124,7 +127,7 @@ class Monitor:
         wanted: dict[str, Target] = {}
         if now >= self._next_lag_check:
             self._next_lag_check = now + interval
-            for alias in sorted(settings.replica_aliases()):
+            for alias in sorted(_lag_checked(settings)):
                 try:
                     targets = targets_for(alias)
                 except Exception:  # noqa: BLE001 - an alias missing from DATABASES: checks report it
@@ -237,6 +240,17 @@ class Monitor:
             with self._flight_lock:
                 self._in_flight[target.key] = flight
             flight.start()
+
+
+def _lag_checked(settings: ResilientSettings) -> set[str]:
+    """Return the aliases whose targets' role and lag (or WAL position) are measured each interval."""
+    aliases = set(settings.replica_aliases())
+    for alias, cfg in settings.databases.items():
+        if cfg.replicas and cfg.max_replica_lag_bytes is not None:
+            # A byte lag is only as fresh as the primary's position it is
+            # measured against.
+            aliases.add(alias)
+    return aliases
 
 
 def _jittered(step: float) -> float:

@@ -7,7 +7,8 @@ status rules:
 - an alias can be served when at least one of its targets is usable: it
   answers, and, for an alias that must take writes (``ROLE`` ``"primary"`` or
   one that lists ``REPLICAS``), it is writable;
-- a replica alias that is down or lags beyond ``MAX_REPLICA_LAG`` only
+- a replica alias that is down, or whose every usable target lags beyond
+  ``MAX_REPLICA_LAG`` or ``MAX_REPLICA_LAG_BYTES`` (health/freshness.py), only
   degrades: reads fall back to its primary;
 - ``unavailable`` when some non-replica alias cannot be served, ``degraded``
   when anything is down or lagging, ``healthy`` otherwise.
@@ -27,7 +28,8 @@ from typing import Any, Literal
 from django.db import connections
 
 from resilient_db.conf import get_settings
-from resilient_db.health.freshness import lag_within
+from resilient_db.health.freshness import LagLimits, lag_bytes, measurement_verdict
+from resilient_db.health.group_lag import position_targets, probed_limits
 from resilient_db.health.probes import ProbeResult, probe_many
 from resilient_db.health.redact import mask, secrets_of
 from resilient_db.health.registry import TargetHealth, get_registry
@@ -82,6 +84,7 @@ class AliasReport:
     max_replica_lag: float | None
     lag: float | None
     reasons: tuple[str, ...]
+    max_replica_lag_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def _alias_dict(verdict: AliasReport) -> dict[str, Any]:
         "targets_total": verdict.targets_total,
         "targets_usable": verdict.targets_usable,
         "max_replica_lag": verdict.max_replica_lag,
+        "max_replica_lag_bytes": verdict.max_replica_lag_bytes,
         "lag": _round(verdict.lag, 3),
         "reasons": list(verdict.reasons),
     }
@@ -226,10 +230,12 @@ def build_report(
     if timeout is None:
         timeout = settings.health.probe_timeout
 
+    topology = topology_of(settings)
     targets = [target for alias in chosen for target in targets_for(alias)]
+    # A byte lag is measured against the primary's position: probe it too.
+    targets += [t for t in position_targets(chosen, topology) if t not in targets]
     results = _probe(targets, timeout=timeout, record=record, max_age=max_age)
     by_target = {result.target: result for result in results}
-    topology = topology_of(settings)
     rows: list[TargetRow] = []
     alias_reports: list[AliasReport] = []
     for alias in chosen:
@@ -270,7 +276,7 @@ def _judge_alias(
     kind = topology.kind(alias)
     primary = topology.primary_of(alias)
     expected = topology.expected_role(alias)
-    max_lag = topology.max_lag.get(primary) if primary is not None else None
+    limits = probed_limits(topology, primary, by_target)
     secrets = secrets_of(connections.settings[alias])
     registry = get_registry()
     rows: list[TargetRow] = []
@@ -280,7 +286,10 @@ def _judge_alias(
         usable = result.ok and not (expected == "primary" and result.role == "replica")
         # Routers skip a replica whose lag is above the limit or unknown
         # while a limit is set; so does this verdict (health/freshness.py).
-        lagging = kind == "replica" and usable and not lag_within(result.lag, max_lag)
+        lagging = (
+            kind == "replica" and usable
+            and measurement_verdict(result.lag, result.lsn, limits) is not None
+        )
         masked = mask(result.error, target_secrets) if result.error else None
         rows.append(
             TargetRow(
@@ -296,7 +305,7 @@ def _judge_alias(
             )
         )
     replicas = topology.settings.alias(alias).replicas
-    return rows, _alias_verdict(alias, kind, primary, replicas, max_lag, rows)
+    return rows, _alias_verdict(alias, kind, primary, replicas, limits, rows)
 
 
 def _alias_verdict(
@@ -304,7 +313,7 @@ def _alias_verdict(
     kind: AliasKind,
     primary: str | None,
     replicas: tuple[str, ...],
-    max_lag: float | None,
+    limits: LagLimits,
     rows: Sequence[TargetRow],
 ) -> AliasReport:
     usable = [row for row in rows if row.usable]
@@ -326,12 +335,7 @@ def _alias_verdict(
             reasons.append(f"no usable target; reads fall back to {primary}")
         elif not fresh:
             state = "degraded"
-            reasons.append(
-                f"replication lag {lag:.1f} s above MAX_REPLICA_LAG {max_lag:g} s; "
-                f"reads fall back to {primary}"
-                if lag is not None and max_lag is not None
-                else f"replication lag unknown; reads fall back to {primary}"
-            )
+            reasons.append(f"{_lag_reason(lag, usable, limits)}; reads fall back to {primary}")
         elif down or read_only:
             state = "degraded"
     else:
@@ -350,7 +354,20 @@ def _alias_verdict(
         servable=servable,
         targets_total=len(rows),
         targets_usable=len(usable),
-        max_replica_lag=max_lag,
+        max_replica_lag=limits.seconds,
         lag=lag,
         reasons=tuple(reasons),
+        max_replica_lag_bytes=limits.bytes,
     )
+
+
+def _lag_reason(lag: float | None, usable: Sequence[TargetRow], limits: LagLimits) -> str:
+    """Say why no usable target of a replica alias is fresh (the least-behind one's figures)."""
+    if lag is not None and limits.seconds is not None and lag > limits.seconds:
+        return f"replication lag {lag:.1f} s above MAX_REPLICA_LAG {limits.seconds:g} s"
+    behind = [lag_bytes(limits.primary_lsn, row.probe.lsn) for row in usable]
+    known = [b for b in behind if b is not None]
+    if limits.bytes is not None and known and min(known) > limits.bytes:
+        return (f"replication lag {min(known)} bytes above MAX_REPLICA_LAG_BYTES "
+                f"{limits.bytes} bytes")
+    return "replication lag unknown"

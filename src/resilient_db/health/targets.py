@@ -107,18 +107,31 @@ def build_targets(
 _cache: dict[str, tuple[Target, ...]] = {}
 
 
+def alias_settings(alias: str) -> Mapping[str, Any]:
+    """Return the live settings_dict of ``alias``, from any thread."""
+    from django.db import connections
+    from django.utils.connection import ConnectionDoesNotExist
+
+    try:
+        # The live settings_dict, not settings.DATABASES: the test runner
+        # renames NAME to test_<name> on the connection only.
+        return connections[alias].settings_dict
+    except ConnectionDoesNotExist:
+        # Django's connections are per thread: an alias added at run time in
+        # another thread (the monitor's, a worker's) is only in settings.
+        found = settings.DATABASES.get(alias)
+        if not isinstance(found, Mapping):
+            raise
+        return found
+
+
 def targets_for(alias: str) -> tuple[Target, ...]:
     """Return the targets of ``alias`` from settings (cached until settings change)."""
     try:
         return _cache[alias]
     except KeyError:
         pass
-    from django.db import connections
-
-    # The live settings_dict, not settings.DATABASES: the test runner renames
-    # NAME to test_<name> on the connection only.
-    settings_dict = connections[alias].settings_dict
-    result = build_targets(alias, settings_dict, get_settings().alias(alias))
+    result = build_targets(alias, alias_settings(alias), get_settings().alias(alias))
     _cache[alias] = result
     return result
 

@@ -3,9 +3,10 @@
 Everything here reads the shared health registry and never touches a
 database: lag is measured by the background monitor, so a request never
 waits for a probe. When the registry has no fresh lag for a replica while
-``MAX_REPLICA_LAG`` is set, the replica is not used; the ``replica_skipped``
-signal it sends makes sure the monitor runs (see ``health/monitor_start.py``),
-since only its probes can see a skipped replica come back.
+``MAX_REPLICA_LAG`` or ``MAX_REPLICA_LAG_BYTES`` is set, the replica is not
+used; the ``replica_skipped`` signal it sends makes sure the monitor runs (see
+``health/monitor_start.py``), since only its probes can see a skipped replica
+come back.
 
 A new process has measured nothing yet: its first reads go to the primary
 too, but that is a cold start, not a degradation ("lag_unmeasured", logged at
@@ -23,7 +24,14 @@ import time
 from collections import Counter
 from typing import NamedTuple
 
-from resilient_db.health.freshness import SkipReason, judge_replica, max_measurement_age
+from resilient_db.health.freshness import (
+    NO_LIMITS,
+    LagLimits,
+    SkipReason,
+    judge_replica,
+    max_measurement_age,
+)
+from resilient_db.health.group_lag import group_limits
 from resilient_db.health.registry import Registry, get_registry
 from resilient_db.health.targets import targets_for
 from resilient_db.routers.context import Unit
@@ -70,7 +78,7 @@ class ReplicaView(NamedTuple):
 
 def inspect_replica(
     alias: str,
-    max_lag: float | None,
+    limits: LagLimits,
     *,
     max_age: float,
     need_lag: bool = False,
@@ -79,21 +87,21 @@ def inspect_replica(
 ) -> ReplicaView:
     """Return whether ``alias`` may serve a read, from the registry only."""
     registry = get_registry()
-    if max_lag is None and not need_lag and min_lsn is None:
+    if not limits.active and not need_lag and min_lsn is None:
         # Up is enough: no record needs reading beyond availability.
         for target in targets_for(alias):
             if registry.is_available(target):
                 return ReplicaView(alias, True, None, None, None)
         return ReplicaView(alias, False, "down", None, None)
     now = registry.now() if now is None else now
-    reason, lag, lsn = _replica_verdict(registry, alias, max_lag, max_age, min_lsn, now)
+    reason, lag, lsn = _replica_verdict(registry, alias, limits, max_age, min_lsn, now)
     return ReplicaView(alias, reason is None, reason, lag, lsn)
 
 
 def _replica_verdict(
     registry: Registry,
     alias: str,
-    max_lag: float | None,
+    limits: LagLimits,
     max_age: float,
     min_lsn: int | None,
     now: float,
@@ -103,10 +111,11 @@ def _replica_verdict(
     # immutable record. ``map`` keeps this hot path free of a Python generator.
     reason, lag, lsn = judge_replica(
         map(registry.health, targets_for(alias)),
-        max_lag=max_lag,
+        max_lag=limits.seconds,
         max_age=max_age,
         min_lsn=min_lsn,
         now=now,
+        limits=limits,
     )
     return _settle(alias, reason, now, max_age), lag, lsn
 
@@ -196,20 +205,20 @@ def choose_replica(
     if not replicas:
         return None
     settings = topology.settings
-    max_lag = topology.max_lag.get(primary)
     max_age = max_measurement_age(settings.health)
+    limits = _limits(topology, primary, max_age)
     sticky = unit.sticky if settings.sticky_replica and unit is not None else None
     if sticky is not None:
         chosen = sticky.get(primary)
         if chosen is not None:
-            view = inspect_replica(chosen, max_lag, max_age=max_age, min_lsn=min_lsn)
+            view = inspect_replica(chosen, limits, max_age=max_age, min_lsn=min_lsn)
             if view.usable:
                 return chosen
     policy = settings.replica_policy
     usable, lags = _usable_replicas(
         primary,
         replicas,
-        max_lag,
+        limits,
         max_age,
         min_lsn,
         need_lag=policy == "least_lag",
@@ -223,10 +232,20 @@ def choose_replica(
     return pick
 
 
+def _limits(topology: Topology, primary: str, max_age: float) -> LagLimits:
+    """Return the lag limits of ``primary``'s group (its WAL position only with a byte limit)."""
+    if topology.max_lag_bytes.get(primary) is None:
+        # The hot path: no registry read, no clock read.
+        seconds = topology.max_lag.get(primary)
+        return NO_LIMITS if seconds is None else LagLimits(seconds)
+    registry = get_registry()
+    return group_limits(topology, primary, registry, max_age=max_age, now=registry.now())
+
+
 def _usable_replicas(
     primary: str,
     replicas: tuple[str, ...],
-    max_lag: float | None,
+    limits: LagLimits,
     max_age: float,
     min_lsn: int | None,
     *,
@@ -236,10 +255,10 @@ def _usable_replicas(
     """Return the usable replicas and their effective lags (inf when unknown)."""
     usable: list[str] = []
     lags: list[float] = []
-    if max_lag is None and not need_lag and min_lsn is None:
+    if not limits.active and not need_lag and min_lsn is None:
         # Up is enough: availability only, no clock read.
         for alias in replicas:
-            view = inspect_replica(alias, None, max_age=max_age)
+            view = inspect_replica(alias, NO_LIMITS, max_age=max_age)
             if view.usable:
                 usable.append(alias)
             else:
@@ -252,10 +271,11 @@ def _usable_replicas(
         # _replica_verdict, inlined: this loop runs for every replica of every read.
         reason, lag, lsn = judge_replica(
             map(health, targets_for(alias)),
-            max_lag=max_lag,
+            max_lag=limits.seconds,
             max_age=max_age,
             min_lsn=min_lsn,
             now=now,
+            limits=limits,
         )
         reason = _settle(alias, reason, now, max_age)
         if reason is None:
