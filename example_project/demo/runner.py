@@ -32,6 +32,7 @@ from demo.report import (
 )
 from demo.server import AppServer, default_kind
 from demo.web import RunState, WebFeed
+from resilient_db_testbed.ledger import totals
 
 # Small enough that pausing replay crosses it within a phase.
 DEMO_MAX_REPLICA_LAG = "2"
@@ -200,14 +201,7 @@ def _sleep_until(deadline: float) -> None:
 
 def ledger(result: RunResult) -> dict[str, int]:
     """Return the write ledger of a whole run."""
-    return {
-        "sent": sum(t.sent for t in result.tallies),
-        "acknowledged": sum(t.acknowledged for t in result.tallies),
-        "lost": sum(t.lost for t in result.tallies),
-        "doubled": sum(t.doubled for t in result.tallies),
-        "not_acknowledged": sum(t.sent - t.acknowledged for t in result.tallies),
-        "applied_despite_error": sum(t.applied_despite_error for t in result.tallies),
-    }
+    return totals(result.tallies)
 
 
 def summary_table(result: RunResult) -> tuple[tuple[str, ...], list[list[str]]]:
