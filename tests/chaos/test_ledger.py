@@ -1,4 +1,4 @@
-"""The test bed's write ledger: the lost / doubled rules the soak and the demo share."""
+"""The test bed's write ledger and paced load loop, shared by the soak and the demo."""
 
 from __future__ import annotations
 
@@ -25,3 +25,30 @@ def test_tally_and_totals() -> None:
         "sent": 4, "acknowledged": 2, "lost": 1, "doubled": 1, "not_acknowledged": 2,
         "applied_despite_error": 1,
     }
+
+
+def test_crew_paces_until_stopped_and_reports_stuck_threads() -> None:
+    import threading
+    import time
+
+    from resilient_db_testbed.load import Crew, windows
+
+    crew = Crew(pause=0.01)
+    turns: list[int] = []
+    release = threading.Event()
+
+    def loop() -> None:
+        while crew.running():
+            turns.append(1)
+            crew.pause()
+
+    crew.add("loop", loop)
+    crew.add("stuck", release.wait)
+    crew.start()
+    time.sleep(0.1)
+    crew.stop(timeout=1.0)
+    assert turns and crew.join(time.monotonic() + 0.1) == ["stuck"]
+    release.set()
+    assert crew.join(time.monotonic() + 5) == []
+    assert not Crew(pause=0, deadline=0.0).running()
+    assert windows([0.0, 2.0, 5.0], 9.0) == [(0.0, 2.0), (2.0, 5.0), (5.0, 9.0)]
