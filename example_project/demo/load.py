@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from demo.server import HOST
+from resilient_db_testbed.load import Crew
 
 READ, WRITE, OWN_READ = "read", "write", "own read"
 
@@ -95,35 +96,28 @@ class Load:
         self.phase = 0
         self.stats = LoadStats()
         self.started = time.monotonic()
-        self.deadline = self.started + max_seconds
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        # The paced loop, its stop and its hard deadline are the test bed's (shared with
+        # the chaos soak); what a loop does is this module's: HTTP with cookies.
+        self.crew = Crew(pause=pause, deadline=self.started + max_seconds)
 
     def start(self) -> None:
         """Start the reader and writer threads."""
         self.started = time.monotonic()
         for i in range(self.readers):
-            self._spawn(f"reader-{i}", self._reader)
+            self.crew.spawn(f"reader-{i}", self._reader)
         for i in range(self.writers):
-            self._spawn(f"writer-{i}", self._writer, i)
+            self.crew.spawn(f"writer-{i}", self._writer, i)
         # Orders on the MariaDB alias: the same write and read-back, other servers.
         for i in range(self.maria_writers):
-            self._spawn(f"maria-writer-{i}", self._writer, f"m{i}", "/api/maria/orders/")
-
-    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+            self.crew.spawn(f"maria-writer-{i}", self._writer, f"m{i}", "/api/maria/orders/")
 
     def stop(self) -> None:
         """Stop every thread and wait for it (each finishes its request: bounded by timeout)."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.timeout + 5)
+        self.crew.stop(timeout=self.timeout + 5)
 
     def running(self) -> bool:
         """Tell whether the threads should go on."""
-        return not self._stop.is_set() and time.monotonic() < self.deadline
+        return self.crew.running()
 
     def now(self) -> float:
         """Return seconds since the load started."""
@@ -194,7 +188,7 @@ class Load:
         return status, data, set_cookies, conn
 
     def _sleep(self) -> None:
-        self._stop.wait(self.pause)
+        self.crew.pause()
 
     def _reader(self) -> None:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)

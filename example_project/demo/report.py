@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from demo.load import ACK, DUPLICATE, Sample, WriteRecord
+from resilient_db_testbed.ledger import Tally, settle
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -63,16 +64,8 @@ def phase_stats(samples: Iterable[Sample], phases: int) -> list[PhaseStats]:
     return stats
 
 
-@dataclass
-class WriteTally:
-    """The write check of one phase: the client's log against the rows in the database."""
-
-    sent: int = 0
-    acknowledged: int = 0
-    lost: int = 0  # acknowledged, but no row
-    doubled: int = 0  # a second insert of one key (refused by the unique key) or two rows
-    applied_despite_error: int = 0  # the client saw a failure, the row exists
-    not_applied: int = 0  # the client saw a failure, no row
+# The write check of one phase (its rules are shared with the chaos soak).
+WriteTally = Tally
 
 
 def check_writes(
@@ -81,19 +74,12 @@ def check_writes(
     """Compare every write the client sent with ``rows`` (key -> number of rows)."""
     tallies = [WriteTally() for _ in range(phases)]
     for record in writes:
-        tally = tallies[record.phase]
-        tally.sent += 1
-        present = rows.get(record.key, 0)
-        if record.outcome == ACK:
-            tally.acknowledged += 1
-            if present == 0:
-                tally.lost += 1
-        elif present:
-            tally.applied_despite_error += 1
-        else:
-            tally.not_applied += 1
-        if record.outcome == DUPLICATE or present > 1 or record.acks > 1:
-            tally.doubled += 1
+        # A second insert the unique key refused, or two acknowledgements, is a double
+        # the database cannot show (the key holds one row at most).
+        tallies[record.phase].add(
+            settle(record.outcome == ACK, rows.get(record.key, 0)),
+            doubled_by_client=record.outcome == DUPLICATE or record.acks > 1,
+        )
     return tallies
 
 

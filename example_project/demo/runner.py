@@ -32,6 +32,8 @@ from demo.report import (
 )
 from demo.server import AppServer, default_kind
 from demo.web import RunState, WebFeed
+from resilient_db_testbed.ledger import totals
+from resilient_db_testbed.load import sleep_until, windows
 
 # Small enough that pausing replay crosses it within a phase.
 DEMO_MAX_REPLICA_LAG = "2"
@@ -164,11 +166,11 @@ def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir
             dashboard.event(f"phase {phase.name}: {phase.what}")
             if phase.inject is not None:
                 _act(dashboard, phase.inject, state)
-            _sleep_until(begun + at + length * (phase.hold if phase.heal else 1.0))
+            sleep_until(begun + at + length * (phase.hold if phase.heal else 1.0))
             if phase.heal is not None:
                 _act(dashboard, phase.heal, state)
             at += length
-            _sleep_until(begun + at)
+            sleep_until(begun + at)
     finally:
         load.stop()
         dashboard.stop()
@@ -181,9 +183,7 @@ def run_once(mode: str, duration: float, kind: str, env: dict[str, str], workdir
     rows = rows_in_database(run_id)
     stats = phase_stats(load.stats.samples, len(phases))
     tallies = check_writes(load.stats.writes.values(), rows, len(phases))
-    ends = [*page.starts[1:], ended]
-    windows = list(zip(page.starts, ends, strict=True))
-    return RunResult(mode, names, stats, tallies, windows)
+    return RunResult(mode, names, stats, tallies, windows(page.starts, ended))
 
 
 def _act(dashboard: Dashboard, action: Any, state: FaultState) -> None:
@@ -193,31 +193,19 @@ def _act(dashboard: Dashboard, action: Any, state: FaultState) -> None:
         dashboard.event(f"could not {action.__name__.replace('_', ' ')}: {exc}")
 
 
-def _sleep_until(deadline: float) -> None:
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 0.2))
-
-
 def ledger(result: RunResult) -> dict[str, int]:
     """Return the write ledger of a whole run."""
-    return {
-        "sent": sum(t.sent for t in result.tallies),
-        "acknowledged": sum(t.acknowledged for t in result.tallies),
-        "lost": sum(t.lost for t in result.tallies),
-        "doubled": sum(t.doubled for t in result.tallies),
-        "not_acknowledged": sum(t.sent - t.acknowledged for t in result.tallies),
-        "applied_despite_error": sum(t.applied_despite_error for t in result.tallies),
-    }
+    return totals(result.tallies)
 
 
 def summary_table(result: RunResult) -> tuple[tuple[str, ...], list[list[str]]]:
     """Return the headers and rows of a run's summary, each row with its time window."""
     headers = (SUMMARY_HEADERS[0], "window", *SUMMARY_HEADERS[1:])
     rows = summary_rows(result.names, result.stats, result.tallies)
-    windows = [f"{a:.0f}-{b:.0f} s" for a, b in result.windows]
+    spans = [f"{a:.0f}-{b:.0f} s" for a, b in result.windows]
     if result.windows:
-        windows.append(f"{result.windows[0][0]:.0f}-{result.windows[-1][1]:.0f} s")
-    for row, window in zip(rows, windows, strict=False):
+        spans.append(f"{result.windows[0][0]:.0f}-{result.windows[-1][1]:.0f} s")
+    for row, window in zip(rows, spans, strict=False):
         row.insert(1, window)
     return headers, rows
 
@@ -304,7 +292,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
                 print(f"\nThe dashboard stays at http://{page.address}/demo/ for {linger:.0f} s "
                       "(Ctrl-C ends it).", flush=True)
                 with contextlib.suppress(KeyboardInterrupt):
-                    _sleep_until(time.monotonic() + linger)
+                    sleep_until(time.monotonic() + linger)
             feed.stop()
         if page is not None:
             page.stop()

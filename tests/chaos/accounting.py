@@ -1,5 +1,9 @@
 """The soak's verdict: compare the write log with what the databases hold.
 
+The lost / doubled / applied-despite-an-error rules are the test bed's write ledger
+(``resilient_db_testbed.ledger``), shared with the live demo; the soak's own rules
+(torn transactions, counters, phantom rows, excused reads) stay here.
+
 Pure functions over plain data (the logs, the fault windows and a snapshot of the
 tables), so the rules are unit-tested without a database (test_accounting.py).
 """
@@ -11,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from resilient_db_testbed.chaos import Window
+from resilient_db_testbed.ledger import settle
 from tests.chaos.workload import (
     COMMITTED,
     FAILED,
@@ -185,17 +190,18 @@ def _judge_write(
         return
     known[primary].add(write.key)
     copies, consistent = _stored(write, snapshots[primary])
+    settled = settle(outcome == COMMITTED, copies)
     if not consistent:
         r.violate("transaction_torn", f"{write.alias} {write.key}: rows of one atomic() differ")
-    if copies > 1:
+    if settled.doubled:
         r.violate("written_twice", f"{write.alias} {write.kind} {write.key} x{copies} ({outcome})")
-    if outcome == COMMITTED and copies != 1:
+    if settled.acknowledged and not settled.exactly_once:
         r.violate("acknowledged_write_lost", f"{write.alias} {write.kind} {write.key}")
-    elif outcome == FAILED and copies:
+    elif outcome == FAILED and settled.applied_despite_error:
         r.violate("failed_write_committed", f"{write.alias} {write.key}: {write.error}")
     elif outcome == UNKNOWN:
-        r.add("writes.unknown_committed" if copies else "writes.unknown_not_committed")
-    elif outcome == UNDOCUMENTED and copies:
+        r.add("writes.unknown_committed" if settled.stored else "writes.unknown_not_committed")
+    elif outcome == UNDOCUMENTED and settled.stored:
         r.add("writes.undocumented_committed")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,6 +21,8 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import F
+
+from resilient_db_testbed.load import Crew
 
 # Outcomes of a write.
 COMMITTED = "committed"  # acknowledged: must be stored exactly once
@@ -143,6 +144,9 @@ class Worker:
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
+        # The paced loop is the test bed's (shared with the demo); its deadline is on
+        # the wall clock, the one clock the soak's child processes share.
+        self.crew = Crew(pause=spec.pause, deadline=spec.stop_at, clock=time.time)
         self.log = WorkerLog(spec.name)
         self.rng = random.Random(spec.seed)
         self.seq = 0
@@ -267,12 +271,12 @@ class Worker:
         """Loop until the stop time (bounded in count too), then close every connection."""
         try:
             for n in range(self.spec.max_ops):
-                if time.time() >= self.spec.stop_at:
+                if not self.crew.running():
                     break
                 self.step()
                 if n % self.spec.ops_per_unit == self.spec.ops_per_unit - 1:
                     close_all_quietly()
-                time.sleep(self.spec.pause)
+                self.crew.pause()
             self.log.finished = True
         except BaseException:  # a harness bug: reported, never swallowed silently
             self.log.crashed = traceback.format_exc()
@@ -295,10 +299,9 @@ class ThreadPool:
 
     def __init__(self, specs: Sequence[WorkerSpec]) -> None:
         self.workers = [Worker(spec) for spec in specs]
-        self.threads = [
-            threading.Thread(target=w.run, name=f"chaos-{w.spec.name}", daemon=True)
-            for w in self.workers
-        ]
+        self.crew = Crew(pause=0.0)  # each worker paces and stops itself (its own spec)
+        for worker in self.workers:
+            self.crew.add(f"chaos-{worker.spec.name}", worker.run)
 
     def setup(self) -> None:
         """Create every worker's counter rows."""
@@ -308,14 +311,11 @@ class ThreadPool:
 
     def start(self) -> None:
         """Start every worker thread."""
-        for thread in self.threads:
-            thread.start()
+        self.crew.start()
 
     def join(self, deadline: float) -> list[str]:
         """Wait until ``deadline`` (monotonic); return the names of threads still running."""
-        for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [t.name for t in self.threads if t.is_alive()]
+        return self.crew.join(deadline)
 
     def logs(self) -> list[WorkerLog]:
         """Return every worker's log."""
