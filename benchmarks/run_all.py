@@ -93,7 +93,7 @@ def render(outcomes: list[tuple[str, bool, float, str]], *, quick: bool) -> str:
         "## Rerun",
         "",
         "```sh",
-        "python -m resilient_db_testbed.bed up      # the test bed",
+        "PYTHONPATH=testbed python -m resilient_db_testbed.bed up      # the test bed",
         "nox -s bench                               # every benchmark, one by one",
         "python benchmarks/run_all.py               # every benchmark + this page",
         "python benchmarks/bench_memory.py          # one of them",
