@@ -143,6 +143,8 @@ def target_verdict(
     return measurement_verdict(effective, record.lsn, limits), effective
 
 
+# Long: the router runs this for every replica on each read, so the per-target
+# verdict is inlined here rather than called (about 2 µs a read on 3 replicas).
 def judge_replica(
     records: Iterable[TargetHealth],
     *,
@@ -160,10 +162,14 @@ def judge_replica(
     limit and the primary's position; ``max_lag`` is its seconds limit.
     """
     limits = LagLimits(max_lag) if limits is None else limits
+    active = limits.active
+    seconds = limits.seconds
+    by_bytes = limits.bytes is not None
     fresh_any = False
     worst: float | None = 0.0  # among fresh targets
     behind: float | None = None  # the least lag among lagging targets
-    stale: set[StaleReason] = set()
+    # What the stale targets said, as flags (no set per call on the hot path).
+    all_lag = all_unmeasured = True
     lsn: int | None = None
     seen = False
     lsn_known = True
@@ -171,7 +177,29 @@ def judge_replica(
         if not record.usable:
             continue
         seen = True
-        reason, lag = target_verdict(record, limits, max_age=max_age, now=now)
+        # target_verdict(), inlined: the router runs this loop for every
+        # target of every replica on each read. Keep the two in step.
+        reason: StaleReason | None
+        lag: float | None = None
+        measured = record.lag_measured_at
+        if measured is None:
+            reason = "lag_unmeasured" if active else None
+        elif now - measured > max_age:
+            reason = "unknown_lag" if active else None
+        else:
+            age = now - measured
+            lag = record.lag
+            if lag is not None and age > 0.0:
+                lag += age
+            if not active:
+                reason = None
+            elif by_bytes:
+                reason = measurement_verdict(lag, record.lsn, limits)
+            elif lag is None:
+                reason = "unknown_lag"
+            else:
+                # Active without a byte limit: the seconds limit is set.
+                reason = "lag" if seconds is not None and lag > seconds else None
         if reason is None:
             fresh_any = True
             if lag is None:
@@ -179,7 +207,8 @@ def judge_replica(
             elif worst is not None and lag > worst:
                 worst = lag
         else:
-            stale.add(reason)
+            all_lag = all_lag and reason == "lag"
+            all_unmeasured = all_unmeasured and reason == "lag_unmeasured"
             if lag is not None and (behind is None or lag < behind):
                 behind = lag
         if min_lsn is not None:
@@ -198,8 +227,9 @@ def judge_replica(
         return None, worst if fresh_any else behind, lsn
     if fresh_any:
         return None, worst, lsn
-    if stale == {"lag"}:
+    # Here every usable target is stale, so the flags speak of at least one.
+    if all_lag:
         return "lag", behind, None
     # Never measured (a new process) differs from measured-but-unknown or too
     # old (a replica not replaying, a monitor that stopped).
-    return ("lag_unmeasured" if stale == {"lag_unmeasured"} else "unknown_lag"), None, None
+    return ("lag_unmeasured" if all_unmeasured else "unknown_lag"), None, None

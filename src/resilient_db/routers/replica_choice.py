@@ -16,6 +16,7 @@ still unmeasured after that is "unknown_lag", a warning like any other.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -232,12 +233,18 @@ def choose_replica(
     return pick
 
 
+@functools.lru_cache(maxsize=64)
+def _seconds_limit(seconds: float) -> LagLimits:
+    """Return the (immutable, shared) limits of a group with a seconds limit only."""
+    return LagLimits(seconds)
+
+
 def _limits(topology: Topology, primary: str, max_age: float) -> LagLimits:
     """Return the lag limits of ``primary``'s group (its WAL position only with a byte limit)."""
     if topology.max_lag_bytes.get(primary) is None:
         # The hot path: no registry read, no clock read.
         seconds = topology.max_lag.get(primary)
-        return NO_LIMITS if seconds is None else LagLimits(seconds)
+        return NO_LIMITS if seconds is None else _seconds_limit(seconds)
     registry = get_registry()
     return group_limits(topology, primary, registry, max_age=max_age, now=registry.now())
 
@@ -277,7 +284,8 @@ def _usable_replicas(
             now=now,
             limits=limits,
         )
-        reason = _settle(alias, reason, now, max_age)
+        if reason == "lag_unmeasured":
+            reason = _settle(alias, reason, now, max_age)
         if reason is None:
             usable.append(alias)
             lags.append(float("inf") if lag is None else lag)
