@@ -30,11 +30,4 @@ EXPECTED: dict[str, str] = {
         "retry wrapper that every resilient connection installs (outermost, so a "
         "retry re-runs the user's wrappers too). A user's wrappers still run in order."
     ),
-    # New in Django 6.1.3; the same result on the code before the restructuring.
-    "backends.base.test_base.DatabaseWrapperTests.test_release_memory_without_garbage_collection": (
-        "Django 6.1.3 checks that a dropped connection wrapper is freed without the "
-        "garbage collector; ours keeps reference cycles (its resilience session and the "
-        "retry wrapper refer back to it), so it is freed only when the collector runs. "
-        "Known gap, to be fixed with weak references."
-    ),
 }

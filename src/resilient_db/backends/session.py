@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,10 @@ class Session:
     """The resilience state of one connection and the decisions that change it."""
 
     __slots__ = (
-        "__weakref__", "attempt_timeout", "busy_lock", "busy_since", "connecting", "db",
-        "deadline", "fallback_checked", "idle_ping", "last_used", "must_replace", "poller",
-        "reconnect_reason", "rerunning", "socket_fd", "stall_fd", "stall_timeout", "target",
-        "vendor_connect", "vendor_ping", "want_writer",
+        "__weakref__", "_connect", "_db", "_ping", "attempt_timeout", "busy_lock",
+        "busy_since", "connecting", "deadline", "fallback_checked", "idle_ping", "last_used",
+        "must_replace", "poller", "reconnect_reason", "rerunning", "socket_fd", "stall_fd",
+        "stall_timeout", "target", "want_writer",
     )
 
     def __init__(
@@ -55,10 +56,13 @@ class Session:
         vendor_connect: Callable[[], None],
         vendor_ping: Callable[[], bool],
     ) -> None:
-        self.db = db
+        # Weak references back to the wrapper that owns this session: a strong
+        # one would make every wrapper a reference cycle, left for the garbage
+        # collector when dropped (Django 6.1 checks that it is freed at once).
+        self._db = weakref.ref(db)
         # The vendor's own connect() and is_usable(), under the mixin's overrides.
-        self.vendor_connect = vendor_connect
-        self.vendor_ping = vendor_ping
+        self._connect = weakref.WeakMethod(vendor_connect)
+        self._ping = weakref.WeakMethod(vendor_ping)
         self.target: Target | None = None
         self.poller: select.poll | None = None
         self.last_used = 0.0
@@ -89,6 +93,28 @@ class Session:
         self.socket_fd = -1
         # Set while a statement refused before it ran runs once more elsewhere.
         self.rerunning = False
+
+    @property
+    def db(self) -> BaseDatabaseWrapper:
+        """The wrapper that owns this session (alive as long as anyone uses the session)."""
+        db = self._db()
+        if db is None:  # pragma: no cover - a session outliving its wrapper is a bug
+            raise ReferenceError("the connection wrapper of this session is gone")
+        return db
+
+    def vendor_connect(self) -> None:
+        """Run the vendor's own ``connect()``."""
+        method = self._connect()
+        if method is None:  # pragma: no cover - see db
+            raise ReferenceError("the connection wrapper of this session is gone")
+        method()
+
+    def vendor_ping(self) -> bool:
+        """Run the vendor's own ``is_usable()``."""
+        method = self._ping()
+        if method is None:  # pragma: no cover - see db
+            raise ReferenceError("the connection wrapper of this session is gone")
+        return method()
 
     # ----- the connection's life ---------------------------------------------
 
