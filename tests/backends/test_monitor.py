@@ -189,12 +189,32 @@ def test_fast_rechecks_leave_too_many_connections_to_the_back_off():
     from resilient_db.health.monitor import FAST_CAP, FAST_FIRST, STARTING_FIRST, Monitor
 
     monitor = Monitor()
-    assert monitor._fast_schedule("a", "too_many_connections", 0.0, 0.0) is None
-    at, step = monitor._fast_schedule("b", "cannot_connect", 10.0, 10.0)
+    assert monitor._fast_schedule("a", "too_many_connections", 0.0, returning=False) is None
+    at, step = monitor._fast_schedule("b", "cannot_connect", 10.0, returning=False)
     assert FAST_FIRST[0] <= at - 10.0 <= FAST_FIRST[1]
     assert step <= FAST_CAP
-    at, _ = monitor._fast_schedule("c", "server_starting", 10.0, 10.0)
+    at, _ = monitor._fast_schedule("c", "server_starting", 10.0, returning=False)
     assert at - 10.0 == STARTING_FIRST
+
+
+def test_a_return_demand_rechecks_gently_and_a_waiting_caller_outranks_it():
+    from resilient_db.health.monitor import FAST_CAP, RETURN_CAP, RETURN_FIRST, Monitor
+    from resilient_db.health.targets import Target
+
+    monitor = Monitor()
+    at, step = monitor._fast_schedule("r", "cannot_connect", 10.0, returning=True)
+    assert (at - 10.0, step) == (RETURN_FIRST, RETURN_FIRST)
+    monitor._fast["r"] = (at, 10.0)  # long after: the step has grown past every cap
+    assert monitor._fast_schedule("r", "cannot_connect", 10.0, returning=True)[1] == RETURN_CAP
+    assert monitor._fast_schedule("r", "cannot_connect", 10.0, returning=False)[1] == FAST_CAP
+
+    target = Target(alias="a", host="h", port="1", name="n")
+    monitor.demand([target], returning=True)
+    assert monitor._demand[target.key][2] is True
+    monitor.demand([target])
+    assert monitor._demand[target.key][2] is False
+    monitor.demand([target], returning=True)  # a return demand does not slow a waiting caller's
+    assert monitor._demand[target.key][2] is False
 
 
 def test_a_replica_alias_pointing_at_a_primary_is_reported(bed, fresh_registry):

@@ -70,7 +70,9 @@ class Load:
                     cursor.fetchone()
             ok, error = True, ""
         except Exception as exc:  # noqa: BLE001 - every failure is counted, none may pass silently
-            ok, error = False, f"{type(exc).__name__}: {exc}"[:300]
+            # The driver's error too: it tells how the connection ended.
+            cause = f" [{type(exc.__cause__).__name__}: {exc.__cause__}]" if exc.__cause__ else ""
+            ok, error = False, f"{type(exc).__name__}: {exc}{cause}"[:600]
         # Stock Django's wrapper (the comparison runs) has no session.
         session = getattr(db, "resilience", None)
         chosen = session.target if session is not None else None

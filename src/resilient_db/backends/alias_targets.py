@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from resilient_db.conf import get_settings
 from resilient_db.health.group_lag import freshness_of
+from resilient_db.health.records import State
 from resilient_db.health.targets import Target, alias_settings, build_targets
 
 if TYPE_CHECKING:
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 # A target's reasons for being passed over for reads: measured beyond the
 # limit, or measured but now unknown (too old, or unreadable).
 _BEHIND = ("lag", "unknown_lag")
+#: How often a connection on a second-choice target looks for a better one (s):
+#: a few registry reads, so that a rejoined node is back in traffic soon after
+#: the monitor finds it usable.
+RETURN_CHECK = 0.25
 
 
 def targets_of(db: BaseDatabaseWrapper) -> tuple[Target, ...]:
@@ -83,13 +88,17 @@ def back_to_own_target(session: Session, now: float) -> bool:
     to a preferred one (a node back in service after a leader change or a
     Galera rejoin) once it is usable and, for a replica alias, caught up; a
     connection whose own server fell behind the lag limit leaves it when a
-    fit target (or the primary fallback) is there. Checked at most once a
-    second, and only between units of work.
+    fit target (or the primary fallback) is there. Checked at most every
+    ``RETURN_CHECK`` seconds, and only between units of work. While the
+    preferred targets are down, the monitor is asked to re-check them about
+    once a second (``Monitor.demand(returning=True)``): their back-off would
+    otherwise keep a rejoined node out of traffic for up to
+    ``MAX_CHECK_INTERVAL``.
     """
     from resilient_db.health.registry import get_registry
 
     target, db = session.target, session.db
-    if target is None or now - session.fallback_checked < 1.0:
+    if target is None or now - session.fallback_checked < RETURN_CHECK:
         return False
     session.fallback_checked = now
     registry = get_registry()
@@ -113,8 +122,21 @@ def back_to_own_target(session: Session, now: float) -> bool:
     # Only targets the registry has seen usable (and, with a lag limit,
     # measured within it): an unknown one is not a reason to drop a working
     # connection.
+    down: list[Target] = []
     for candidate in preferred:
         record = registry.health(candidate)
         if record.usable and record.updated_at is not None and fit(candidate):
             return True
+        if record.state is not State.UP:
+            down.append(candidate)
+    if down:
+        _ask_monitor(down)
     return False
+
+
+def _ask_monitor(preferred_down: list[Target]) -> None:
+    from resilient_db.health.monitor import running_monitor
+
+    monitor = running_monitor()
+    if monitor is not None:
+        monitor.demand(preferred_down, returning=True)

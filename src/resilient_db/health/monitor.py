@@ -13,7 +13,10 @@ interpreter exit. It owns (DESIGN rule 10):
   (:meth:`Monitor.demand`): the first within 100-250 ms, then every
   ``FAST_CAP`` seconds at most, with jitter, so work resumes within about
   half a second of a server coming back. A server that said it is starting
-  gets a gentler schedule, one with too many connections none (rule 6);
+  gets a gentler schedule, one with too many connections none (rule 6); a
+  preferred target that a connection left for a lower-priority one is
+  re-checked about once a second (``RETURN_CAP``) while the connection
+  waits to go back;
 * role and lag of every replica alias's targets every
   ``HEALTH.LAG_CHECK_INTERVAL`` (one process per interval with a shared store),
   and the current WAL position of a primary's targets on the same interval
@@ -55,6 +58,12 @@ FAST_CAP = 0.4
 #: A server that said "starting up" is re-checked at most this often while demanded.
 STARTING_FIRST = 0.25
 STARTING_CAP = 1.0
+#: A preferred target that a connection left for a lower-priority one (a Galera
+#: node, a Patroni member) is re-checked this often while the connection waits
+#: to return: within 2 s of its rejoin it has its traffic back, and a target
+#: that stays dead costs one probe a second per process, not more.
+RETURN_FIRST = 0.25
+RETURN_CAP = 1.0
 #: The loop never sleeps longer than this (a new down target is noticed by then).
 IDLE_TICK = 1.0
 
@@ -67,7 +76,8 @@ class Monitor:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.probes = 0
-        self._demand: dict[str, tuple[Target, float]] = {}
+        # key -> (target, when last demanded, whether only to return to it)
+        self._demand: dict[str, tuple[Target, float, bool]] = {}
         # key -> (monotonic time of the next fast re-check, current step)
         self._fast: dict[str, tuple[float, float]] = {}
         self._in_flight: dict[str, threading.Thread] = {}
@@ -93,13 +103,21 @@ class Monitor:
         for flight in flights:
             flight.join(max(0.0, end - time.monotonic()))
 
-    def demand(self, targets: Sequence[Target]) -> None:
-        """Tell the monitor callers are waiting on ``targets`` (all down): re-check them fast."""
+    def demand(self, targets: Sequence[Target], *, returning: bool = False) -> None:
+        """Tell the monitor callers are waiting on ``targets`` (all down): re-check them fast.
+
+        ``returning``: no caller waits; a connection that left these
+        (preferred) targets for a lower-priority one waits to go back, so
+        they are re-checked on the gentler ``RETURN_CAP`` schedule.
+        """
         now = time.monotonic()
         fresh = False
         for target in targets:
-            fresh = fresh or target.key not in self._demand
-            self._demand[target.key] = (target, now)
+            known = self._demand.get(target.key)
+            fresh = fresh or known is None
+            # A caller's wait outranks a return: the faster schedule wins.
+            only_return = returning and (known is None or known[2])
+            self._demand[target.key] = (target, now, only_return)
         if fresh:
             self.wake.set()
 
@@ -137,13 +155,13 @@ class Monitor:
                         wanted[target.key] = target
         pause = min(pause, max(0.0, self._next_lag_check - now))
         wall = registry.now()
-        for key, (target, asked) in list(self._demand.items()):
+        for key, (target, asked, returning) in list(self._demand.items()):
             record = registry.health(target)
             if now - asked > DEMAND_WINDOW or record.state is State.UP:
                 self._demand.pop(key, None)
                 self._fast.pop(key, None)
                 continue
-            fast = self._fast_schedule(key, record.last_category, asked, now)
+            fast = self._fast_schedule(key, record.last_category, asked, returning=returning)
             if fast is None:
                 continue  # too many connections: the registry's own back-off applies
             at, step = fast
@@ -199,17 +217,21 @@ class Monitor:
         return max(min(after / 2, 0.25), 0.02)
 
     def _fast_schedule(
-        self, key: str, category: str | None, asked: float, now: float
+        self, key: str, category: str | None, asked: float, *, returning: bool
     ) -> tuple[float, float] | None:
         from resilient_db.health.errors import Category
 
         if category == Category.TOO_MANY_CONNECTIONS.value:
             return None
         starting = category == Category.SERVER_STARTING.value
-        cap = STARTING_CAP if starting else FAST_CAP
+        if returning:
+            first, cap = RETURN_FIRST, RETURN_CAP
+        elif starting:
+            first, cap = STARTING_FIRST, STARTING_CAP
+        else:
+            first, cap = random.uniform(*FAST_FIRST), FAST_CAP  # noqa: S311
         current = self._fast.get(key)
         if current is None:
-            first = STARTING_FIRST if starting else random.uniform(*FAST_FIRST)  # noqa: S311
             current = (asked + first, first)
         at, step = current
         current = (at, min(step, cap))
