@@ -22,15 +22,6 @@ pytestmark = [
 DEADLINE = 4.0
 
 
-@pytest.fixture
-def fresh_registry() -> Any:
-    from resilient_db.health.registry import get_registry
-
-    get_registry().reset()
-    yield get_registry()
-    get_registry().reset()
-
-
 @pytest.mark.parametrize(("connect_timeout", "fails_over"), [(4, False), (2, True)])
 def test_frozen_peer_with_the_deadline_as_connect_timeout_is_not_failed_over(
     bed: BedConfig, freeze_peer: Any, fresh_registry: Any, connect_timeout: int, fails_over: bool

@@ -7,32 +7,17 @@ import time
 
 import pytest
 from django.db import connections
-from django.test import Client, override_settings
 
 from resilient_db.exceptions import AllTargetsDown
 from resilient_db.health.monitor import running_monitor, stop_monitor
-from resilient_db_testbed import pgdriver
 from tests.backends.support import adhoc_alias, resilient_settings
 from tests.testapp.models import Item
 
 pytestmark = [
+    pytest.mark.usefixtures("fresh_monitor"),
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True, databases=["default"]),
 ]
-
-URLS = "tests.backends.urls"
-
-
-@pytest.fixture
-def fresh_registry():
-    from resilient_db.health.registry import get_registry
-
-    stop_monitor()
-    get_registry().reset()
-    yield get_registry()
-    stop_monitor()
-    get_registry().reset()
-
 
 def bouncers(bed, *, max_age=0, **top):
     peer = {"HOST": bed.host, "PORT": str(bed.pgbouncer_b_port)}
@@ -95,94 +80,6 @@ def test_hold_waits_for_the_monitor_instead_of_failing(fresh_registry):
         assert Item.objects.count() >= 0
         assert time.monotonic() - started < 0.5
 
-
-def test_both_peers_frozen_requests_are_answered_at_once_and_resume_after_thaw(
-    bed, freeze_peer, fresh_registry
-):
-    # libpq never waits less than 2 s to connect.
-    alias_cm, settings_cm = bouncers(bed, max_age=0, CONNECT_TIMEOUT=2.0,
-                                     RETRY={"DEADLINE": 5.0})
-    client = Client(raise_request_exception=False)
-    durations: list[float] = []
-    statuses: list[int] = []
-    with alias_cm, settings_cm, override_settings(ROOT_URLCONF=URLS):
-        assert client.get("/read/pool/").status_code == 200
-        freeze_peer("pgbouncer_a")
-        freeze_peer("pgbouncer_b")
-        try:
-            end = time.monotonic() + 8.0
-            while time.monotonic() < end:
-                began = time.monotonic()
-                statuses.append(client.get("/read/pool/").status_code)
-                durations.append(time.monotonic() - began)
-                time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
-        finally:
-            freeze_peer.thaw()
-        thawed = time.monotonic()
-        first_ok = None
-        after: list[int] = []
-        while time.monotonic() - thawed < 3.0:
-            status = client.get("/read/pool/").status_code
-            if first_ok is None and status == 200:
-                first_ok = time.monotonic() - thawed
-            elif first_ok is not None:
-                after.append(status)
-            time.sleep(0.05)
-    # Only the first request pays connect timeouts; the others get the error at once.
-    assert len(durations) >= 30, durations
-    assert sum(d > 1.0 for d in durations[2:]) <= 1, durations
-    assert first_ok is not None and first_ok < 1.0, first_ok
-    assert after and set(after) == {200}
-
-
-def test_worker_loop_resumes_within_half_a_second_of_a_restart(bed, server_control, fresh_registry):
-    Item.objects.create(key="a")
-    failures: list[str] = []
-    successes: list[float] = []
-    accepting: list[float] = []
-    stopped = threading.Event()
-
-    def bounce() -> None:
-        server_control.stop("pg_primary")
-        stopped.set()
-        time.sleep(1.0)
-        server_control.start("pg_primary")
-
-    def watch() -> None:
-        # When the server accepts connections again, seen from outside.
-        stopped.wait(30)
-        while not accepting:
-            try:
-                # Either driver: the psycopg2-only cell has no psycopg 3.
-                pgdriver.connect(host=bed.host, port=bed.pg_primary_port, dbname=bed.pg_db,
-                                 user=bed.pg_user, password=bed.pg_password,
-                                 connect_timeout=1).close()
-            except Exception:
-                time.sleep(0.01)
-                continue
-            accepting.append(time.monotonic())
-
-    bouncer = threading.Thread(target=bounce)
-    watcher = threading.Thread(target=watch)
-    with resilient_settings(_top={"RETRY": {"READS": 2, "DEADLINE": 10.0, "BACKOFF": 0.05}}):
-        bouncer.start()
-        watcher.start()
-        end = time.monotonic() + 6.0
-        try:
-            while time.monotonic() < end:
-                try:
-                    assert Item.objects.filter(key="a").count() == 1
-                    successes.append(time.monotonic())
-                except Exception as exc:
-                    failures.append(repr(exc))
-                time.sleep(0.01)
-        finally:
-            bouncer.join()
-            watcher.join()
-    assert failures == []
-    assert accepting
-    resumed = min(t for t in successes if t >= accepting[0])
-    assert resumed - accepting[0] <= 0.5, resumed - accepting[0]
 
 
 def test_fast_rechecks_leave_too_many_connections_to_the_back_off():

@@ -21,15 +21,6 @@ pytestmark = [
 URLS = "tests.backends.urls"
 
 
-@pytest.fixture
-def fresh_registry():
-    from resilient_db.health.registry import get_registry
-
-    get_registry().reset()
-    yield get_registry()
-    get_registry().reset()
-
-
 def bouncers(bed, *, max_age=0, **top):
     peer = {"HOST": bed.host, "PORT": str(bed.pgbouncer_b_port)}
     return (

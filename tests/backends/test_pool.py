@@ -158,15 +158,6 @@ def test_atomic_after_an_idle_termination_runs_on_a_healthy_connection(
     assert Item.objects.filter(key__startswith="t").count() == 6
 
 
-@pytest.fixture
-def fresh_registry() -> Iterator[Any]:
-    from resilient_db.health.registry import get_registry
-
-    get_registry().reset()
-    yield get_registry()
-    get_registry().reset()
-
-
 @contextlib.contextmanager
 def pooled_bouncers(bed: Any, **top: Any) -> Iterator[Any]:
     """A pooled alias on PgBouncer A with PgBouncer B as its peer, and the read view."""

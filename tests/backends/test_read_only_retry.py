@@ -54,15 +54,6 @@ END
 
 
 @pytest.fixture
-def fresh_registry():
-    from resilient_db.health.registry import get_registry
-
-    get_registry().reset()
-    yield get_registry()
-    get_registry().reset()
-
-
-@pytest.fixture
 def pg_functions() -> Iterator[None]:
     with connections["default"].cursor() as cursor:
         cursor.execute(PLACE_ORDER_PG)

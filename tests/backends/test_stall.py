@@ -28,15 +28,6 @@ CONNECT = 1.0
 BOUND = STALL + CONNECT + 0.5
 
 
-@pytest.fixture
-def fresh_registry():
-    from resilient_db.health.registry import get_registry
-
-    get_registry().reset()
-    yield get_registry()
-    get_registry().reset()
-
-
 def _peer(bed, port: int) -> dict[str, str]:
     return {"HOST": bed.host, "PORT": str(port)}
 

@@ -85,6 +85,7 @@ class Monitor:
         self._next_lag_check = 0.0
         self._beats: dict[str, float] = {}
         self.cuts = 0
+        self._cuts_lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name="resilient_db monitor", daemon=True)
 
     def start(self) -> Monitor:
@@ -120,6 +121,14 @@ class Monitor:
             self._demand[target.key] = (target, now, only_return)
         if fresh:
             self.wake.set()
+
+    def _count_cuts(self, cut: int) -> None:
+        # The monitor thread and the heartbeat probes' threads both cut, each
+        # after a call that releases the GIL: ``self.cuts += cut_target()``
+        # reads the count before that call and could write back a stale one
+        # (a cut by the other thread lost; seen once as a count of 0).
+        with self._cuts_lock:
+            self.cuts += cut
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
@@ -205,7 +214,7 @@ class Monitor:
             if registry.health(target).state is not State.UP:
                 # Marked down (by a heartbeat, a failed connect, another
                 # process): a statement still waiting there waits for nothing.
-                self.cuts += heartbeat.cut_target(key)
+                self._count_cuts(heartbeat.cut_target(key))
                 continue
             if key in self._in_flight or now - self._beats.get(key, -1e9) < max(after, 1.0):
                 continue
@@ -249,7 +258,7 @@ class Monitor:
                 try:
                     (result,) = probe_many([target], timeout=timeout, measure_lag=not heartbeat)
                     if heartbeat and not result.ok:
-                        self.cuts += beat.cut_target(target.key)
+                        self._count_cuts(beat.cut_target(target.key))
                 except Exception:  # noqa: BLE001 - a probe must never kill its thread noisily
                     logger.exception("health probe of %s failed", target.label)
                 finally:
