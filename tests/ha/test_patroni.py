@@ -241,10 +241,15 @@ def test_planned_switchover_under_load(ha_bed, table, fresh_registry, capsys):
     # leader has it, and it must be OutcomeUnknown, never run again (rule 4).
     unknown = [o for o in load.failed("write") if o.error.startswith("OutcomeUnknown")]
     kept = sum(1 for o in unknown if o.token and stored.get(o.token))
+    # How each of those connections ended, in the driver's words: whether the
+    # server said FATAL 57P01 (admin_shutdown) or just closed tells which of
+    # them could one day be proven not run.
+    endings = sorted({o.error.partition(" [")[2][:160] for o in unknown})
     with capsys.disabled():
         print("\n" + _figures("planned switchover (resilient)", load, fault["at"], leader_at)
               + f"; Patroni's switchover took {fault['done'] - fault['at']:.2f} s"
-              + f"; {len(unknown)} writes outcome unknown, {kept} of them on the new leader")
+              + f"; {len(unknown)} writes outcome unknown, {kept} of them on the new leader"
+              + (f", ended by {endings}" if endings else ""))
     _check_writes(table, load)
     assert not load.failed("read")
     assert [o for o in load.failed() if o not in unknown] == []
