@@ -244,7 +244,7 @@ def test_planned_switchover_under_load(ha_bed, table, fresh_registry, capsys):
     # How each of those connections ended, in the driver's words: whether the
     # server said FATAL 57P01 (admin_shutdown) or just closed tells which of
     # them could one day be proven not run.
-    endings = sorted({o.error.partition(" [")[2][:160] for o in unknown})
+    endings = sorted({o.error.partition(" [")[2].rstrip("]")[:160] for o in unknown})
     with capsys.disabled():
         print("\n" + _figures("planned switchover (resilient)", load, fault["at"], leader_at)
               + f"; Patroni's switchover took {fault['done'] - fault['at']:.2f} s"
