@@ -48,3 +48,18 @@ def test_duplicate_and_unknown_alias_peers_are_dropped() -> None:
         "default", BASE, cfg([{"HOST": "db-a", "PORT": "5432"}, "missing"]), DATABASES
     )
     assert len(targets) == 1
+
+
+def test_a_peer_key_given_as_none_leaves_the_alias_value() -> None:
+    # The checks accept None for OPTIONS and PORT ("not set"): the alias's own
+    # value applies, at run time too (the settings fuzz found a TypeError).
+    targets = build_targets(
+        "default", BASE,
+        cfg([{"HOST": "db-b", "OPTIONS": None}, {"HOST": "db-e", "PORT": None}]),
+        DATABASES,
+    )
+    assert [t.label for t in targets] == ["db-a:5432/app", "db-b:5432/app", "db-e:5432/app"]
+    for target in targets[1:]:
+        merged = target.settings_dict(BASE)
+        assert merged["OPTIONS"] == {"sslmode": "prefer"}
+        assert merged["PORT"] == "5432"

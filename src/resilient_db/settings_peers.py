@@ -102,8 +102,13 @@ class PeerParser(ValueParser):
             # Reported; a peer with a wrong value is never built (str() of a
             # 5000-digit PORT would raise), and errors stop the run time anyway.
             return None
-        overrides = {k: v for k, v in raw.items() if k in PEER_KEYS and k != "PRIORITY"}
-        if "PORT" in overrides and overrides["PORT"] is not None:
+        # A key given as None (or an empty PORT) is not set: the alias's own
+        # value applies, as the checks above promise.
+        overrides = {
+            k: v for k, v in raw.items()
+            if k in PEER_KEYS and k != "PRIORITY" and v is not None and not (k == "PORT" and v == "")
+        }
+        if "PORT" in overrides:
             overrides["PORT"] = str(overrides["PORT"])
         return PeerSpec(overrides=overrides, priority=priority)
 
